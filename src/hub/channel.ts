@@ -1,0 +1,70 @@
+import { HistoryRing } from '../history/ring.js'
+
+/** What a channel needs of a member. */
+export interface ChannelMember {
+  readonly uid: string
+  /** Position in `Channel.members`, kept by the channel for O(1) removal. */
+  memberIndex: number
+  /** Whether the member's connection is open (a closing one no longer blocks its uid). */
+  isOpen: () => boolean
+}
+
+/** A frame of a channel as server-side subscribers see it. */
+export interface MlesFrame {
+  channel: string
+  /** The sender's uid; `null` for a frame published with `app.mles.publish`. */
+  uid: string | null
+  /** The payload. Shared with the history and other subscribers: read it, do not modify it. */
+  data: Buffer
+  isBinary: boolean
+  /** True for a join frame: stored in the history, never sent to current members (SPEC §2). */
+  join: boolean
+}
+
+export type MlesFrameListener = (frame: MlesFrame) => void
+
+/** One channel: its members, its history, its server-side subscribers. */
+export class Channel<M extends ChannelMember = ChannelMember> {
+  /** Members in no particular order; a dense array so fan-out is a plain loop. */
+  readonly members: M[] = []
+  private readonly byUid = new Map<string, M>()
+  listeners: MlesFrameListener[] | null = null
+  lastActivity: number
+
+  constructor (
+    readonly name: string,
+    readonly history: HistoryRing,
+    now: number
+  ) {
+    this.lastActivity = now
+  }
+
+  memberByUid (uid: string): M | undefined {
+    return this.byUid.get(uid)
+  }
+
+  add (member: M): void {
+    member.memberIndex = this.members.length
+    this.members.push(member)
+    this.byUid.set(member.uid, member)
+  }
+
+  /** Removes `member` by moving the last member into its slot. */
+  remove (member: M): boolean {
+    const index = member.memberIndex
+    if (index < 0 || this.members[index] !== member) return false
+    const last = this.members.pop() as M
+    if (last !== member) {
+      this.members[index] = last
+      last.memberIndex = index
+    }
+    member.memberIndex = -1
+    if (this.byUid.get(member.uid) === member) this.byUid.delete(member.uid)
+    return true
+  }
+
+  /** Whether nothing but idle history keeps this channel. */
+  isUnused (): boolean {
+    return this.members.length === 0 && this.listeners === null
+  }
+}

@@ -1,0 +1,57 @@
+import type { FastifyInstance } from 'fastify'
+import fastifyPlugin from 'fastify-plugin'
+import fastifyWebsocket from '@fastify/websocket'
+import { resolveOptions, type MlesOptions } from './options.js'
+import { MlesServer, type MlesApi } from './server.js'
+import { addUpgradeRoute } from './upgrade.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Server-side access to the Mles channels (publish, subscribe, history, metrics). */
+    mles: MlesApi
+  }
+}
+
+async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<void> {
+  const options = resolveOptions(rawOptions)
+
+  // Share @fastify/websocket when the app already has it (its ws options then apply); otherwise bring it with ours.
+  if (!app.hasDecorator('websocketServer')) {
+    await app.register(fastifyWebsocket, {
+      options: {
+        maxPayload: options.maxFrameBytes,
+        perMessageDeflate: false,
+        clientTracking: false
+      },
+      // ws closes a connection with the right code on protocol errors; the session counts them.
+      errorHandler: () => {},
+      preClose: (done) => { app.websocketServer.close(); done() }
+    })
+  }
+
+  const server = new MlesServer(options, app.log)
+  app.decorate('mles', server as MlesApi)
+  addUpgradeRoute(app, server)
+  // preClose, not onClose: upgraded sockets hold the HTTP server open, so they must close before it can.
+  app.addHook('preClose', async () => { await server.close() })
+}
+
+/**
+ * The Mles v2 endpoint as a Fastify 5 plugin:
+ * `await app.register(mles, { historyLimit: 200 })`.
+ */
+const plugin = fastifyPlugin<MlesOptions>(mles, {
+  fastify: '5.x',
+  name: 'fastify-mles'
+})
+
+export default plugin
+export { plugin as mles }
+export type { MlesOptions, ResolvedOptions } from './options.js'
+export { MlesOptionError, DEFAULT_OPTIONS } from './options.js'
+export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './server.js'
+export type { MlesFrame, MlesFrameListener } from './hub/channel.js'
+export type { MlesMetricsSnapshot } from './metrics.js'
+export { MLES_PROTOCOL } from './upgrade.js'
+export { CloseCode, CloseReason } from './protocol/close.js'
+export { computeAuth } from './protocol/siphash.js'

@@ -1,0 +1,56 @@
+interface IpWindow {
+  count: number
+  resetAt: number
+}
+
+/**
+ * Per-source-IP upgrade limit: at most `limit` attempts per `windowMs`, the
+ * window starting at an address's first attempt. Memory is one small entry
+ * per address seen in the current window; `sweep` drops the expired ones.
+ */
+export class PerIpLimiter {
+  private readonly windows = new Map<string, IpWindow>()
+
+  constructor (
+    private readonly limit: number,
+    private readonly windowMs: number
+  ) {}
+
+  /**
+   * Counts an attempt from `ip`. Returns 0 when it is allowed, otherwise how
+   * many attempts over the limit it is in the current window (1 for the first
+   * refused one).
+   */
+  take (ip: string, now: number): number {
+    if (this.limit === 0) return 0
+    let window = this.windows.get(ip)
+    if (window === undefined || now >= window.resetAt) {
+      window = { count: 0, resetAt: now + this.windowMs }
+      this.windows.set(ip, window)
+    }
+    window.count++
+    return window.count <= this.limit ? 0 : window.count - this.limit
+  }
+
+  /** Milliseconds until the window of `ip` ends (0 when it has none). */
+  retryAfterMs (ip: string, now: number): number {
+    const window = this.windows.get(ip)
+    return window === undefined ? 0 : Math.max(0, window.resetAt - now)
+  }
+
+  /** Forgets windows that have ended. */
+  sweep (now: number): void {
+    for (const [ip, window] of this.windows) {
+      if (now >= window.resetAt) this.windows.delete(ip)
+    }
+  }
+
+  get trackedAddresses (): number {
+    return this.windows.size
+  }
+}
+
+/** The address to count an upgrade under: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) folds into IPv4. */
+export function limiterKey (ip: string): string {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+}

@@ -1,0 +1,71 @@
+/**
+ * A point-in-time copy of the server's counters. The first seven are the
+ * reference server's metrics (SPEC §8) under the same names; the rest break
+ * drops and errors down by cause.
+ */
+export interface MlesMetricsSnapshot {
+  /** Open WebSocket connections, joined or still awaiting their join frame. */
+  active_connections: number
+  /** Frames delivered to clients: fan-out and history replay. */
+  total_messages_sent: number
+  /** Data frames received from joined clients (join frames not included). */
+  total_messages_received: number
+  /** Channels held: with members, history or server-side subscribers. */
+  total_channels: number
+  /** Refused joins (bad header, failed auth, duplicate uid) and WebSocket protocol errors. */
+  total_errors: number
+  /** Connections the server closed for cause: join timeout, keep-alive timeout, slow consumer. */
+  total_dropped_connections: number
+  /** Upgrades refused with 429 by the per-IP limit. */
+  dropped_by_ip: number
+  /** Frames over `maxMessageBytes`, dropped. */
+  dropped_messages_oversize: number
+  /** Frames over `messagesPerSecond`, dropped. */
+  dropped_messages_rate: number
+  /** Members disconnected because their unsent data passed `maxBufferedBytes`. */
+  dropped_slow_consumers: number
+  /** Connections closed after `maxMissedPongs` unanswered pings. */
+  dropped_keepalive: number
+  /** Connections closed for sending no join frame within `joinTimeoutMs`. */
+  dropped_join_timeout: number
+  /** Refused joins by cause. */
+  rejected_headers: number
+  rejected_auth: number
+  rejected_duplicates: number
+}
+
+/** The server's counters: plain fields, bumped in place on the hot path. */
+export class Metrics {
+  totalMessagesSent = 0
+  totalMessagesReceived = 0
+  protocolErrors = 0
+  droppedByIp = 0
+  droppedOversize = 0
+  droppedRate = 0
+  droppedSlowConsumers = 0
+  droppedKeepalive = 0
+  droppedJoinTimeout = 0
+  rejectedHeaders = 0
+  rejectedAuth = 0
+  rejectedDuplicates = 0
+
+  snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
+    return {
+      active_connections: activeConnections,
+      total_messages_sent: this.totalMessagesSent,
+      total_messages_received: this.totalMessagesReceived,
+      total_channels: channels,
+      total_errors: this.rejectedHeaders + this.rejectedAuth + this.rejectedDuplicates + this.protocolErrors,
+      total_dropped_connections: this.droppedSlowConsumers + this.droppedKeepalive + this.droppedJoinTimeout,
+      dropped_by_ip: this.droppedByIp,
+      dropped_messages_oversize: this.droppedOversize,
+      dropped_messages_rate: this.droppedRate,
+      dropped_slow_consumers: this.droppedSlowConsumers,
+      dropped_keepalive: this.droppedKeepalive,
+      dropped_join_timeout: this.droppedJoinTimeout,
+      rejected_headers: this.rejectedHeaders,
+      rejected_auth: this.rejectedAuth,
+      rejected_duplicates: this.rejectedDuplicates
+    }
+  }
+}

@@ -1,0 +1,174 @@
+/** Options of `app.register(mles, options)`. Every field is optional. */
+export interface MlesOptions {
+  /** URL path of the WebSocket endpoint. Plain GETs on it still reach the app's own routes. Default `'/'`. */
+  path?: string
+  /** Shared secret for SipHash authentication (SPEC §3). Default: env `MLES_KEY`, else none (auth optional). */
+  key?: string
+  /** Frames kept per channel, join frames included; 0 keeps none. Default 200 (CLI `--limit`). */
+  historyLimit?: number
+  /** Bytes kept per channel; the oldest frames go first. Default 10 MiB. */
+  historyMaxBytes?: number
+  /** A channel with no members and no activity for this long is forgotten with its history. Default 30 days. */
+  channelIdleMs?: number
+  /** Frames larger than this are dropped, not forwarded; the connection stays. Also the largest join frame. Default 1 MiB. */
+  maxMessageBytes?: number
+  /** Frames larger than this close the connection with 1009 before being buffered whole. Default 8 MiB, at least `maxMessageBytes`. */
+  maxFrameBytes?: number
+  /** Frames per second a connection may publish; the excess is dropped and counted. 0 = no limit. Default 100. */
+  messagesPerSecond?: number
+  /** Interval between pings to every client. 0 = no keep-alive. Default 24 000 ms. */
+  pingIntervalMs?: number
+  /** A client that leaves this many pings in a row unanswered is closed. Default 3. */
+  maxMissedPongs?: number
+  /** Time a new connection has to send its join frame. Default 30 000 ms. */
+  joinTimeoutMs?: number
+  /** Upgrades allowed per source IP per `perIpWindowMs`; more are refused with 429. 0 = no limit. Default 60. */
+  perIpLimit?: number
+  /** The per-IP window. Default 60 000 ms. */
+  perIpWindowMs?: number
+  /**
+   * Unsent bytes a member may have queued before it is disconnected as a slow
+   * consumer (close 1008 "slow consumer"). The history replayed at join is
+   * allowed on top. Default 4 MiB, at least `maxMessageBytes`.
+   */
+  maxBufferedBytes?: number
+}
+
+/** Options after defaults, validated. */
+export interface ResolvedOptions {
+  path: string
+  key: string | undefined
+  historyLimit: number
+  historyMaxBytes: number
+  channelIdleMs: number
+  maxMessageBytes: number
+  maxFrameBytes: number
+  messagesPerSecond: number
+  pingIntervalMs: number
+  maxMissedPongs: number
+  joinTimeoutMs: number
+  perIpLimit: number
+  perIpWindowMs: number
+  maxBufferedBytes: number
+}
+
+const MiB = 1024 * 1024
+const DAY_MS = 24 * 60 * 60 * 1000
+/** The longest delay Node's timers accept. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key'>> = Object.freeze({
+  path: '/',
+  historyLimit: 200,
+  historyMaxBytes: 10 * MiB,
+  channelIdleMs: 30 * DAY_MS,
+  maxMessageBytes: MiB,
+  maxFrameBytes: 8 * MiB,
+  messagesPerSecond: 100,
+  pingIntervalMs: 24_000,
+  maxMissedPongs: 3,
+  joinTimeoutMs: 30_000,
+  perIpLimit: 60,
+  perIpWindowMs: 60_000,
+  maxBufferedBytes: 4 * MiB
+})
+
+/** Integer options and their accepted ranges. */
+const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key'>, readonly [number, number]> = {
+  historyLimit: [0, 1_000_000],
+  historyMaxBytes: [0, Number.MAX_SAFE_INTEGER],
+  channelIdleMs: [1, 100 * 365 * DAY_MS],
+  maxMessageBytes: [1, 1024 * MiB],
+  maxFrameBytes: [1, 1024 * MiB],
+  messagesPerSecond: [0, 1_000_000_000],
+  pingIntervalMs: [0, MAX_TIMER_MS],
+  maxMissedPongs: [1, 1_000_000],
+  joinTimeoutMs: [1, MAX_TIMER_MS],
+  perIpLimit: [0, 1_000_000_000],
+  perIpWindowMs: [1, MAX_TIMER_MS],
+  maxBufferedBytes: [1, Number.MAX_SAFE_INTEGER]
+}
+
+/** Keys Fastify itself accepts in any plugin's register options. */
+const FASTIFY_REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
+
+/** A plugin option outside its accepted range; thrown by `app.register`. */
+export class MlesOptionError extends Error {
+  readonly code = 'FST_MLES_INVALID_OPTION'
+  constructor (readonly option: string, message: string) {
+    super(`fastify-mles: option "${option}" ${message}`)
+    this.name = 'MlesOptionError'
+  }
+}
+
+function describe (value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? value.slice(0, 40) + '…' : value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value === null || value === undefined) return String(value)
+  return Array.isArray(value) ? 'an array' : `a ${typeof value}`
+}
+
+function integerOption (name: keyof typeof INTEGER_RANGES, value: unknown): number {
+  const [min, max] = INTEGER_RANGES[name]
+  if (value === undefined) return DEFAULT_OPTIONS[name]
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new MlesOptionError(name, `must be an integer from ${min} to ${max} (got ${describe(value)})`)
+  }
+  return value
+}
+
+/** Applies defaults and validates; throws `MlesOptionError` naming the first bad option and its accepted range. */
+export function resolveOptions (options: MlesOptions | undefined, env: Record<string, string | undefined> = process.env): ResolvedOptions {
+  if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
+    throw new MlesOptionError('options', `must be an object (got ${describe(options)})`)
+  }
+  const given = (options ?? {}) as Record<string, unknown>
+  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES)])
+  for (const name of Object.keys(given)) {
+    if (!known.has(name) && !FASTIFY_REGISTER_KEYS.has(name)) {
+      throw new MlesOptionError(name, `is not an option of fastify-mles; known options: ${[...known].join(', ')}`)
+    }
+  }
+
+  const path = given.path ?? DEFAULT_OPTIONS.path
+  if (typeof path !== 'string' || !path.startsWith('/') || /[\s?#]/.test(path)) {
+    throw new MlesOptionError('path', `must be a URL path starting with "/" without query, fragment or spaces (got ${describe(path)})`)
+  }
+
+  let key: string | undefined
+  if (given.key !== undefined) {
+    if (typeof given.key !== 'string' || given.key.length === 0) {
+      throw new MlesOptionError('key', `must be a non-empty string (got ${describe(given.key)})`)
+    }
+    key = given.key
+  } else if (env.MLES_KEY !== undefined && env.MLES_KEY !== '') {
+    key = env.MLES_KEY
+  }
+
+  const resolved: ResolvedOptions = {
+    path,
+    key,
+    historyLimit: integerOption('historyLimit', given.historyLimit),
+    historyMaxBytes: integerOption('historyMaxBytes', given.historyMaxBytes),
+    channelIdleMs: integerOption('channelIdleMs', given.channelIdleMs),
+    maxMessageBytes: integerOption('maxMessageBytes', given.maxMessageBytes),
+    maxFrameBytes: integerOption('maxFrameBytes', given.maxFrameBytes),
+    messagesPerSecond: integerOption('messagesPerSecond', given.messagesPerSecond),
+    pingIntervalMs: integerOption('pingIntervalMs', given.pingIntervalMs),
+    maxMissedPongs: integerOption('maxMissedPongs', given.maxMissedPongs),
+    joinTimeoutMs: integerOption('joinTimeoutMs', given.joinTimeoutMs),
+    perIpLimit: integerOption('perIpLimit', given.perIpLimit),
+    perIpWindowMs: integerOption('perIpWindowMs', given.perIpWindowMs),
+    maxBufferedBytes: integerOption('maxBufferedBytes', given.maxBufferedBytes)
+  }
+
+  // Defaults of the byte bounds follow a larger maxMessageBytes instead of failing.
+  if (given.maxFrameBytes === undefined) resolved.maxFrameBytes = Math.max(resolved.maxFrameBytes, resolved.maxMessageBytes)
+  if (given.maxBufferedBytes === undefined) resolved.maxBufferedBytes = Math.max(resolved.maxBufferedBytes, resolved.maxMessageBytes)
+  if (resolved.maxFrameBytes < resolved.maxMessageBytes) {
+    throw new MlesOptionError('maxFrameBytes', `must be at least maxMessageBytes (${resolved.maxMessageBytes}) and at most ${INTEGER_RANGES.maxFrameBytes[1]} (got ${resolved.maxFrameBytes})`)
+  }
+  if (resolved.maxBufferedBytes < resolved.maxMessageBytes) {
+    throw new MlesOptionError('maxBufferedBytes', `must be at least maxMessageBytes (${resolved.maxMessageBytes}) (got ${resolved.maxBufferedBytes})`)
+  }
+  return resolved
+}

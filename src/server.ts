@@ -1,0 +1,174 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { WebSocket } from 'ws'
+import type { MlesFrameListener } from './hub/channel.js'
+import { Hub } from './hub/hub.js'
+import { Outbox } from './hub/outbox.js'
+import { PerIpLimiter } from './ip-limiter.js'
+import { KeepAlive } from './keepalive.js'
+import { Metrics, type MlesMetricsSnapshot } from './metrics.js'
+import type { ResolvedOptions } from './options.js'
+import { CloseCode, CloseReason } from './protocol/close.js'
+import { encodeFrame, framePayload, isBinaryFrame } from './protocol/frame.js'
+import { Session, type SessionContext } from './session.js'
+
+/** How long `close()` waits for clients to answer the closing handshake before cutting them off. */
+const SHUTDOWN_GRACE_MS = 2000
+
+export interface MlesHistoryFrame {
+  /** A copy of the stored payload. */
+  data: Buffer
+  isBinary: boolean
+}
+
+export interface MlesChannelInfo {
+  name: string
+  /** Connected members. */
+  members: number
+  /** Frames held in the history. */
+  historySize: number
+}
+
+export interface MlesPublishOptions {
+  /** Send as a binary frame. Default: true for a Buffer/Uint8Array, false for a string. */
+  binary?: boolean
+}
+
+/** The `app.mles` decorator: server-side access to the Mles channels of this app. */
+export interface MlesApi {
+  /**
+   * Publishes a server-originated frame: delivered to every member of `channel`
+   * and stored in its history, like a member's frame. A string is sent as text,
+   * bytes as binary (see `options.binary`).
+   */
+  publish: (channel: string, data: string | Uint8Array, options?: MlesPublishOptions) => void
+  /** Calls `listener` with every later frame of `channel`, join frames included; returns the unsubscribe function. */
+  subscribe: (channel: string, listener: MlesFrameListener) => () => void
+  /** The stored history of `channel`, oldest first; empty for an unknown channel. */
+  history: (channel: string) => MlesHistoryFrame[]
+  /** Every channel held, with its member count. */
+  channels: () => MlesChannelInfo[]
+  /** A snapshot of the counters. */
+  metrics: () => MlesMetricsSnapshot
+  /** Closes every connection with 1001 and stops all timers. Called by `app.close()`. */
+  close: () => Promise<void>
+}
+
+function assertChannelName (channel: unknown): asserts channel is string {
+  if (typeof channel !== 'string' || channel.length === 0 || !/^[\x00-\x7f]*$/.test(channel)) {
+    throw new TypeError('fastify-mles: channel must be a non-empty ASCII string')
+  }
+}
+
+/** One Mles endpoint: owns the hub, the connections, the counters and the timers. */
+export class MlesServer implements MlesApi, SessionContext {
+  readonly counters = new Metrics()
+  readonly hub: Hub<Session>
+  readonly limiter: PerIpLimiter
+  private readonly outbox = new Outbox()
+  private readonly sessions = new Set<Session>()
+  private readonly keepAlive: KeepAlive
+  private readonly maintenanceTimer: NodeJS.Timeout
+  private closing: Promise<void> | null = null
+  private onDrained: (() => void) | null = null
+
+  constructor (
+    readonly options: ResolvedOptions,
+    readonly log: FastifyBaseLogger
+  ) {
+    this.hub = new Hub<Session>(options, this.outbox, this.counters, (error) => {
+      log.error({ err: error }, 'mles: a subscribe() listener threw')
+    })
+    this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
+    this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
+    this.keepAlive.start()
+    const maintenanceMs = Math.min(60_000, Math.max(10, Math.floor(Math.min(options.channelIdleMs, options.perIpWindowMs) / 2)))
+    this.maintenanceTimer = setInterval(() => {
+      const now = Date.now()
+      this.hub.expireIdle(now)
+      this.limiter.sweep(now)
+    }, maintenanceMs)
+    this.maintenanceTimer.unref()
+  }
+
+  get isClosed (): boolean {
+    return this.closing !== null
+  }
+
+  /** Takes over an upgraded connection. */
+  accept (ws: WebSocket): void {
+    if (this.closing !== null) {
+      ws.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
+      return
+    }
+    this.sessions.add(new Session(ws, this))
+  }
+
+  sessionClosed (session: Session): void {
+    this.sessions.delete(session)
+    if (this.onDrained !== null && this.sessions.size === 0) this.onDrained()
+  }
+
+  publish (channel: string, data: string | Uint8Array, options?: MlesPublishOptions): void {
+    assertChannelName(channel)
+    if (this.closing !== null) throw new Error('fastify-mles: publish() after close()')
+    if (typeof data !== 'string' && !(data instanceof Uint8Array)) {
+      throw new TypeError('fastify-mles: data must be a string or a Uint8Array')
+    }
+    const payload = typeof data === 'string' ? Buffer.from(data) : data
+    if (payload.length > this.options.maxMessageBytes) {
+      throw new RangeError(`fastify-mles: data of ${payload.length} bytes is over maxMessageBytes (${this.options.maxMessageBytes})`)
+    }
+    const binary = options?.binary ?? typeof data !== 'string'
+    this.hub.publishTo(channel, encodeFrame(payload, binary))
+  }
+
+  subscribe (channel: string, listener: MlesFrameListener): () => void {
+    assertChannelName(channel)
+    if (typeof listener !== 'function') throw new TypeError('fastify-mles: listener must be a function')
+    return this.hub.subscribe(channel, listener)
+  }
+
+  history (channel: string): MlesHistoryFrame[] {
+    const history = this.hub.channel(channel)?.history
+    const frames: MlesHistoryFrame[] = []
+    if (history === undefined) return frames
+    for (let i = 0; i < history.size; i++) {
+      const wire = history.at(i)
+      frames.push({ data: Buffer.from(framePayload(wire)), isBinary: isBinaryFrame(wire) })
+    }
+    return frames
+  }
+
+  channels (): MlesChannelInfo[] {
+    const list: MlesChannelInfo[] = []
+    for (const channel of this.hub.allChannels()) {
+      list.push({ name: channel.name, members: channel.members.length, historySize: channel.history.size })
+    }
+    return list
+  }
+
+  metrics (): MlesMetricsSnapshot {
+    return this.counters.snapshot(this.sessions.size, this.hub.channelCount)
+  }
+
+  close (): Promise<void> {
+    if (this.closing === null) this.closing = this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown (): Promise<void> {
+    this.keepAlive.stop()
+    clearInterval(this.maintenanceTimer)
+    if (this.sessions.size > 0) {
+      const drained = new Promise<void>((resolve) => { this.onDrained = resolve })
+      for (const session of this.sessions) session.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
+      let graceTimer: NodeJS.Timeout | undefined
+      const grace = new Promise<void>((resolve) => { graceTimer = setTimeout(resolve, SHUTDOWN_GRACE_MS) })
+      await Promise.race([drained, grace])
+      clearTimeout(graceTimer)
+      for (const session of this.sessions) session.ws.terminate()
+      this.onDrained = null
+    }
+    this.hub.clear()
+  }
+}

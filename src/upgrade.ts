@@ -1,0 +1,118 @@
+import type { IncomingMessage } from 'node:http'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { WebSocketServer } from 'ws'
+import { limiterKey } from './ip-limiter.js'
+import type { MlesServer } from './server.js'
+
+/** The WebSocket subprotocol of Mles v2 (SPEC §1). */
+export const MLES_PROTOCOL = 'mles-websocket'
+
+const STRATEGY = 'mlesWebSocketUpgrade'
+const UPGRADE = 'websocket'
+const kMlesUpgrade = Symbol('mles.upgrade')
+
+interface MarkedRequest extends IncomingMessage {
+  [kMlesUpgrade]?: true
+}
+
+/**
+ * Routes WebSocket upgrades apart from plain requests on the same path, so the
+ * Mles endpoint at `/` and the app's own `GET /` (say, a static index.html)
+ * live side by side. A path with no Mles route falls back to the app's routes.
+ */
+type ConstraintStrategy = Parameters<FastifyInstance['addConstraintStrategy']>[0]
+type RouteStore = ReturnType<ReturnType<ConstraintStrategy['storage']>['get']>
+
+const upgradeStrategy: ConstraintStrategy = {
+  name: STRATEGY,
+  mustMatchWhenDerived: false,
+  storage () {
+    const handlers = new Map<string, RouteStore>()
+    return {
+      get: (value: string) => handlers.get(value) ?? null,
+      set: (value: string, store: RouteStore) => { handlers.set(value, store) }
+    }
+  },
+  deriveConstraint (request: IncomingMessage): string | undefined {
+    const upgrade = request.headers.upgrade
+    return typeof upgrade === 'string' && upgrade.toLowerCase() === UPGRADE ? UPGRADE : undefined
+  },
+  validate (value: unknown): void {
+    if (value !== UPGRADE) throw new Error(`${STRATEGY} constraint accepts only "${UPGRADE}"`)
+  }
+}
+
+/** Whether a Sec-WebSocket-Protocol header offers `mles-websocket`, alone or among others. */
+export function offersMlesProtocol (header: string | undefined): boolean {
+  if (header === undefined) return false
+  for (const token of header.split(',')) {
+    if (token.trim() === MLES_PROTOCOL) return true
+  }
+  return false
+}
+
+/**
+ * Makes the shared ws server answer exactly `mles-websocket` on Mles upgrades
+ * (its default picks the first protocol offered) and leaves every other route's
+ * choice as it was.
+ */
+function selectMlesProtocol (wss: WebSocketServer): void {
+  const previous = wss.options.handleProtocols
+  wss.options.handleProtocols = (protocols: Set<string>, request: IncomingMessage): string | false => {
+    if ((request as MarkedRequest)[kMlesUpgrade] === true) return MLES_PROTOCOL
+    if (previous !== undefined) return previous(protocols, request)
+    const first = protocols.values().next()
+    return first.done === true ? false : first.value
+  }
+}
+
+function refuse (reply: FastifyReply, statusCode: number, error: string, message: string): FastifyReply {
+  return reply.code(statusCode).send({ statusCode, error, message })
+}
+
+/** Adds the upgrade route: gate (shutdown, per-IP limit, subprotocol), then hand the socket to the server. */
+export function addUpgradeRoute (app: FastifyInstance, server: MlesServer): void {
+  if (!app.hasConstraintStrategy(STRATEGY)) app.addConstraintStrategy(upgradeStrategy)
+  selectMlesProtocol(app.websocketServer)
+  const { perIpLimit, perIpWindowMs } = server.options
+
+  const gate = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    if (server.isClosed) {
+      refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
+      return
+    }
+    const now = Date.now()
+    const ip = limiterKey(request.ip)
+    const excess = server.limiter.take(ip, now)
+    if (excess > 0) {
+      server.counters.droppedByIp++
+      if (excess === 1) request.log.warn({ ip }, `mles: per-IP limit of ${perIpLimit} upgrades per ${perIpWindowMs} ms reached; refusing with 429`)
+      reply.header('retry-after', Math.ceil(server.limiter.retryAfterMs(ip, now) / 1000))
+      refuse(reply, 429, 'Too Many Requests', `at most ${perIpLimit} connections per ${perIpWindowMs / 1000} s from one address`)
+      return
+    }
+    if (!offersMlesProtocol(request.headers['sec-websocket-protocol'])) {
+      refuse(reply, 400, 'Bad Request', `the WebSocket upgrade must offer the subprotocol "${MLES_PROTOCOL}"`)
+      return
+    }
+    (request.raw as MarkedRequest)[kMlesUpgrade] = true
+    done()
+  }
+
+  app.route({
+    method: 'GET',
+    url: server.options.path,
+    exposeHeadRoute: false,
+    constraints: { [STRATEGY]: UPGRADE },
+    onRequest: gate,
+    // Reached only by a request that names `Upgrade: websocket` without being an upgrade.
+    handler: (_request, reply) => {
+      refuse(reply.header('upgrade', UPGRADE).header('connection', 'Upgrade'), 426, 'Upgrade Required', 'send a WebSocket upgrade (Connection: Upgrade)')
+    },
+    wsHandler: (socket) => {
+      // Keep a pre-registered @fastify/websocket's shutdown from closing our sockets without a code; ours closes them with 1001.
+      app.websocketServer.clients?.delete(socket)
+      server.accept(socket)
+    }
+  })
+}
