@@ -27,9 +27,10 @@ export interface MlesOptions {
   /** The per-IP window. Default 60 000 ms. */
   perIpWindowMs?: number
   /**
-   * Unsent bytes a member may have queued before it is disconnected as a slow
-   * consumer (close 1008 "slow consumer"). The history replayed at join is
-   * allowed on top. Default 4 MiB, at least `maxMessageBytes`.
+   * Unsent bytes a member may have queued from earlier event-loop turns before
+   * it is disconnected as a slow consumer (close 1008 "slow consumer"). The
+   * history replayed at join is allowed on top. Default 4 MiB, at least
+   * `maxMessageBytes`.
    */
   maxBufferedBytes?: number
 }

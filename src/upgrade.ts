@@ -60,7 +60,7 @@ function selectMlesProtocol (wss: WebSocketServer): void {
   const previous = wss.options.handleProtocols
   wss.options.handleProtocols = (protocols: Set<string>, request: IncomingMessage): string | false => {
     if ((request as MarkedRequest)[kMlesUpgrade] === true) return MLES_PROTOCOL
-    if (previous !== undefined) return previous(protocols, request)
+    if (typeof previous === 'function') return previous(protocols, request)
     const first = protocols.values().next()
     return first.done === true ? false : first.value
   }

@@ -6,7 +6,7 @@ export interface Recipient {
   readonly socket: Socket
   /** Whether this recipient is in the outbox's corked list for the current turn. */
   corked: boolean
-  /** Queued bytes past which a write is refused (slow consumer). */
+  /** Bytes queued from earlier turns past which writes are refused (slow consumer). */
   bufferLimit: number
 }
 
@@ -21,29 +21,35 @@ export class Outbox {
   private flushScheduled = false
 
   /**
-   * Queues `wire` for `recipient` unless its unsent bytes would pass its
-   * `bufferLimit`; returns false then and writes nothing, so a client that
-   * stops reading can hold at most its limit of server memory.
+   * Queues `wire` for `recipient`, unless the bytes it still had queued from
+   * earlier turns pass its `bufferLimit`: then nothing is written and false is
+   * returned. Checking once per turn, before corking, keeps a healthy client
+   * from being dropped for a burst that arrives within one turn, while a client
+   * that stops reading holds at most its limit plus one turn of frames.
    */
   write (recipient: Recipient, wire: Buffer): boolean {
-    const socket = recipient.socket
-    if (socket.writableLength + wire.length > recipient.bufferLimit) return false
-    this.writeUnbounded(recipient, wire)
+    if (!recipient.corked) {
+      if (recipient.socket.writableLength > recipient.bufferLimit) return false
+      this.cork(recipient)
+    }
+    recipient.socket.write(wire)
     return true
   }
 
-  /** Queues `wire` without the buffer check (history replay, whose size is bounded by the history itself). */
+  /** Queues `wire` without the buffer check (history replay, whose size the history itself bounds). */
   writeUnbounded (recipient: Recipient, wire: Buffer): void {
-    if (!recipient.corked) {
-      recipient.corked = true
-      recipient.socket.cork()
-      this.corkedRecipients.push(recipient)
-      if (!this.flushScheduled) {
-        this.flushScheduled = true
-        setImmediate(this.flush)
-      }
-    }
+    if (!recipient.corked) this.cork(recipient)
     recipient.socket.write(wire)
+  }
+
+  private cork (recipient: Recipient): void {
+    recipient.corked = true
+    recipient.socket.cork()
+    this.corkedRecipients.push(recipient)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(this.flush)
+    }
   }
 
   /** Uncorks every socket written this turn. */
