@@ -69,6 +69,6 @@ test('each bad option throws an error naming it and its accepted range', () => {
 
 test('app.register rejects bad options at registration time', async () => {
   const app = Fastify()
-  await assert.rejects(app.register(mles, { historyLimit: -1 }).ready(), /option "historyLimit" must be an integer from 0 to 1000000/)
+  await assert.rejects(async () => { await app.register(mles, { historyLimit: -1 }).ready() }, /option "historyLimit" must be an integer from 0 to 1000000/)
   await app.close()
 })

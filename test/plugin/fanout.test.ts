@@ -4,13 +4,6 @@ import { randomBytes } from 'node:crypto'
 import { startMles, waitForMembers } from '../helpers/server.js'
 import { TestClient } from '../helpers/client.js'
 
-async function joinAll (url: string, channel: string, uids: string[]): Promise<TestClient[]> {
-  const clients: TestClient[] = []
-  for (const uid of uids) clients.push(await TestClient.join(url, { uid, channel }))
-  return clients
-}
-
-
 test('a frame reaches every other member, never the sender, and type and bytes are kept', async () => {
   const { app, url } = await startMles()
   const uids = ['a', 'b', 'c', 'd']

@@ -1,7 +1,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Receiver, Sender } from 'ws'
+import { EventEmitter } from 'node:events'
+import * as ws from 'ws'
 import { encodeFrame, framePayload, isBinaryFrame } from '../../src/protocol/frame.js'
+
+// ws exports its Receiver and Sender, but @types/ws does not declare them.
+const { Receiver, Sender } = ws as unknown as {
+  Receiver: new (options: { isServer: boolean, maxPayload: number }) => EventEmitter & { write: (chunk: Buffer) => void }
+  Sender: { frame: (data: Buffer, options: { fin: boolean, opcode: number, mask: boolean, readOnly: boolean, rsv1: boolean }) => Buffer[] }
+}
 
 // ws's own Receiver (client side) decodes what we encode: an independent check of the framing.
 async function decode (wire: Buffer): Promise<{ data: Buffer, isBinary: boolean }> {
