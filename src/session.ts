@@ -33,7 +33,13 @@ interface SessionSocket extends WebSocket {
 
 // Shared listeners, bound to a session through the socket: no closures per connection.
 function onMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
-  (this as SessionSocket)[kSession].receive(data as Buffer, isBinary)
+  const session = (this as SessionSocket)[kSession]
+  try {
+    session.receive(data as Buffer, isBinary)
+  } catch (error) {
+    // Never reached by any known input; if a bug throws, it costs one connection, not the process.
+    session.internalError(error)
+  }
 }
 function onPong (this: WebSocket): void {
   (this as SessionSocket)[kSession].missedPongs = 0
@@ -180,6 +186,12 @@ export class Session implements HubMember, KeepAliveTarget {
     this.clearJoinTimer()
     this.leaveChannel()
     this.context.sessionClosed(this)
+  }
+
+  internalError (error: unknown): void {
+    this.context.counters.protocolErrors++
+    this.context.log.error({ err: error }, 'mles: internal error; closing the connection')
+    this.close(CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR)
   }
 
   failed (error: Error): void {

@@ -10,7 +10,9 @@ export const CloseCode = {
   /** Refused by policy: bad header, failed auth, duplicate uid, timeouts, slow consumer. */
   POLICY_VIOLATION: 1008,
   /** The join frame was larger than allowed. */
-  MESSAGE_TOO_BIG: 1009
+  MESSAGE_TOO_BIG: 1009,
+  /** A server bug; the connection is closed, the server carries on. */
+  INTERNAL_ERROR: 1011
 } as const
 
 export type CloseCode = typeof CloseCode[keyof typeof CloseCode]
@@ -26,5 +28,6 @@ export const CloseReason = {
   DUPLICATE: 'uid already joined on this channel',
   JOIN_TIMEOUT: 'join timeout',
   KEEPALIVE_TIMEOUT: 'keep-alive timeout',
-  SLOW_CONSUMER: 'slow consumer'
+  SLOW_CONSUMER: 'slow consumer',
+  INTERNAL_ERROR: 'internal error'
 } as const
