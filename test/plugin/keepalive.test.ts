@@ -26,7 +26,8 @@ test('a client leaving maxMissedPongs pings unanswered is closed with 1008 "keep
   await waitForMembers(app, 'c', 2)
   const started = Date.now()
   assert.deepEqual(await silent.closedWithin(2000), { code: 1008, reason: 'keep-alive timeout' })
-  assert.equal(pings, 3, 'closed at the tick after the third unanswered ping')
+  // exactly 3 unanswered pings after the join frame (which counts as alive); one more may have come before it
+  assert.ok(pings === 3 || pings === 4, `closed after ${pings} pings`)
   assert.ok(Date.now() - started >= 100)
   assert.equal(app.mles.metrics().dropped_keepalive, 1)
   assert.equal(app.mles.channels()[0].members, 1)

@@ -2,7 +2,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { request as httpRequest } from 'node:http'
 import Fastify from 'fastify'
+import fastifyStatic from '@fastify/static'
 import fastifyWebsocket from '@fastify/websocket'
+import { fileURLToPath } from 'node:url'
 import mles from '../../src/index.js'
 import { startMles, waitForMembers } from '../helpers/server.js'
 import { TestClient, refusedUpgrade } from '../helpers/client.js'
@@ -41,6 +43,25 @@ test('plain GETs on the same path reach the app\'s own routes', async () => {
   const client = await TestClient.join(url, { uid: 'a', channel: 'c' })
   await waitForMembers(app, 'c', 1)
   client.close()
+  await app.close()
+})
+
+test('a static index.html from @fastify/static at / lives beside the endpoint at /', async () => {
+  const root = fileURLToPath(new URL('../fixtures/www/', import.meta.url))
+  const { app, origin, url } = await startMles({}, async (instance) => {
+    await instance.register(fastifyStatic, { root })
+  })
+  const index = await fetch(origin + '/')
+  assert.equal(index.status, 200)
+  assert.match(index.headers.get('content-type') ?? '', /text\/html/)
+  assert.match(await index.text(), /static index/)
+  assert.equal((await fetch(origin + '/index.html')).status, 200)
+  const a = await TestClient.join(url, { uid: 'a', channel: 'c' })
+  await waitForMembers(app, 'c', 1)
+  const b = await TestClient.join(url, { uid: 'b', channel: 'c' })
+  assert.equal((await b.next()).text, '{"uid":"a","channel":"c"}')
+  a.close()
+  b.close()
   await app.close()
 })
 
