@@ -1,0 +1,81 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { createServer, connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { sleep } from './proc.js'
+
+/** Whether a peer server binary is on this machine. */
+export function installed (binary: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${binary}`]).status === 0
+}
+
+export async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.once('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as { port: number }
+      probe.close(() => { resolve(port) })
+    })
+  })
+}
+
+async function waitForPort (port: number, child: ChildProcess, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode} before listening`)
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect({ port, host: '127.0.0.1' })
+      socket.once('connect', () => { socket.destroy(); resolve(true) })
+      socket.once('error', () => { resolve(false) })
+    })
+    if (open) return
+    if (Date.now() > deadline) throw new Error(`nothing listening on ${port} after ${timeoutMs} ms`)
+    await sleep(50)
+  }
+}
+
+/** Mosquitto with one MQTT-over-WebSocket listener on loopback. */
+export async function startMosquitto (pin: string[]): Promise<{ child: ChildProcess, port: number }> {
+  const port = await freePort()
+  const mqttPort = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'mles-bench-mosquitto-'))
+  const config = join(dir, 'mosquitto.conf')
+  // Mosquitto 2.0.11 refuses to start with only a websockets listener, hence the plain one;
+  // its libwebsockets also ignores the bind address (the generator still connects to 127.0.0.1).
+  writeFileSync(config, [
+    `listener ${mqttPort} 127.0.0.1`,
+    `listener ${port} 127.0.0.1`,
+    'protocol websockets',
+    'allow_anonymous true',
+    'persistence false',
+    'set_tcp_nodelay true',
+    'log_dest none',
+    ''
+  ].join('\n'))
+  const child = spawn(pin[0] ?? 'mosquitto', [...pin.slice(1), ...(pin.length > 0 ? ['mosquitto'] : []), '-c', config], { stdio: 'ignore' })
+  await waitForPort(port, child)
+  return { child, port }
+}
+
+/** nats-server with a plain-text WebSocket listener on loopback. */
+export async function startNats (pin: string[]): Promise<{ child: ChildProcess, port: number }> {
+  const port = await freePort()
+  const clientPort = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'mles-bench-nats-'))
+  const config = join(dir, 'nats.conf')
+  writeFileSync(config, [
+    `listen: 127.0.0.1:${clientPort}`,
+    'max_payload: 1048576',
+    'websocket {',
+    `  listen: "127.0.0.1:${port}"`,
+    '  no_tls: true',
+    '  compression: false',
+    '}',
+    ''
+  ].join('\n'))
+  const child = spawn(pin[0] ?? 'nats-server', [...pin.slice(1), ...(pin.length > 0 ? ['nats-server'] : []), '-c', config], { stdio: 'ignore' })
+  await waitForPort(port, child)
+  return { child, port }
+}

@@ -1,0 +1,241 @@
+// npm run bench [-- --quick] [--peers] [--runs N] [--workloads W1,W3] [--systems a,b] [--readme]
+//
+// Starts each server fresh for every measurement on one core and the load
+// generator on another (taskset), runs the workloads, and reports medians of
+// the runs as a table, bench/results/latest.json (quick.json with --quick), an
+// SVG chart, and — with --readme — the README's Performance section.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { availableParallelism, cpus } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
+import { installed, startMosquitto, startNats } from './lib/peers.js'
+import { aggregate, chart, paramsLabel, stat, table, type Entry } from './lib/report.js'
+import type { Job, Measurement, Workload } from './generator.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const projectRoot = join(here, '..', '..')
+const resultsDir = join(projectRoot, 'bench', 'results')
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    peers: { type: 'boolean', default: false },
+    runs: { type: 'string' },
+    workloads: { type: 'string' },
+    systems: { type: 'string' },
+    readme: { type: 'boolean', default: false }
+  }
+})
+
+function fail (message: string): never {
+  process.stderr.write(`bench: ${message}\n`)
+  process.exit(2)
+}
+
+const quick = args.quick ?? false
+const runs = args.runs === undefined ? (quick ? 1 : 3) : Number(args.runs)
+if (!Number.isInteger(runs) || runs < 1 || runs > 20) fail('--runs must be an integer from 1 to 20')
+const workloads = (args.workloads ?? 'W1,W2,W3,W4,W5').split(',') as Workload[]
+for (const workload of workloads) if (!['W1', 'W2', 'W3', 'W4', 'W5'].includes(workload)) fail(`unknown workload ${workload}`)
+
+const peersWanted = args.peers ?? false
+let systems: SystemName[] = args.systems === undefined
+  ? SYSTEMS.filter((system) => (system !== 'mosquitto' && system !== 'nats') || peersWanted)
+  : args.systems.split(',') as SystemName[]
+for (const system of systems) if (!SYSTEMS.includes(system)) fail(`unknown system ${system}; known: ${SYSTEMS.join(', ')}`)
+systems = systems.filter((system) => {
+  const binary = system === 'mosquitto' ? 'mosquitto' : system === 'nats' ? 'nats-server' : null
+  if (binary === null || installed(binary)) return true
+  process.stderr.write(`bench: ${binary} is not installed; skipping ${system} (Debian: apt-get install ${system === 'nats' ? 'nats-server' : 'mosquitto'})\n`)
+  return false
+})
+
+const canPin = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0
+const serverPin = canPin ? ['taskset', '-c', '0'] : []
+const generatorPin = canPin ? ['taskset', '-c', '1'] : []
+
+const timing = quick ? { warmupMs: 300, durationMs: 700 } : { warmupMs: 1000, durationMs: 3000 }
+const sizes = {
+  fanOutN: quick ? [100] : [100, 1000],
+  payloads: quick ? [64] : [64, 1024],
+  pairs: quick ? 200 : 1000,
+  idleConnections: quick ? 2000 : 10_000,
+  joiners: quick ? 200 : 1000,
+  history: 200,
+  slow: 5
+}
+
+interface RunningServer { pid: number, port: number, stop: () => Promise<void> }
+
+async function stopChild (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve() }))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
+  await exited
+  clearTimeout(timer)
+}
+
+async function startServer (system: SystemName): Promise<RunningServer> {
+  if (system === 'mosquitto' || system === 'nats') {
+    const { child, port } = system === 'mosquitto' ? await startMosquitto(serverPin) : await startNats(serverPin)
+    return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
+  }
+  const script = join(here, 'servers', `${system}.js`)
+  const command = [...serverPin, process.execPath, '--expose-gc', script]
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>((resolve, reject) => {
+    let output = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /READY (\d+)/.exec(output)
+      if (match !== null) resolve(Number(match[1]))
+    })
+    child.once('exit', (code) => { reject(new Error(`${system} server exited with ${code}`)) })
+  })
+  return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
+}
+
+async function measure (system: SystemName, job: Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>): Promise<Measurement> {
+  const server = await startServer(system)
+  try {
+    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: system !== 'mosquitto' && system !== 'nats' }
+    const command = [...generatorPin, process.execPath, join(here, 'generator.js'), JSON.stringify(full)]
+    const generator = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
+    let output = ''
+    generator.stdout?.on('data', (chunk: Buffer) => { output += chunk.toString() })
+    const limit = job.warmupMs + job.durationMs + 90_000
+    const code = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => { generator.kill('SIGKILL') }, limit)
+      generator.once('exit', (exitCode) => { clearTimeout(timer); resolve(exitCode) })
+    })
+    const line = /RESULT (.*)/.exec(output)
+    if (code !== 0 || line === null) throw new Error(`generator for ${system} ${job.workload} failed (exit ${code})`)
+    return JSON.parse(line[1]) as Measurement
+  } finally {
+    await server.stop()
+  }
+}
+
+const entries: Entry[] = []
+
+async function series (system: SystemName, workload: Workload, params: Record<string, number | string>, job: Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>): Promise<Entry | null> {
+  const measurements: Measurement[] = []
+  for (let run = 0; run < runs; run++) {
+    try {
+      measurements.push(await measure(system, job))
+    } catch (error) {
+      process.stderr.write(`bench: ${system} ${workload} ${paramsLabel(params)} run ${run + 1}: ${(error as Error).message}\n`)
+    }
+  }
+  if (measurements.length === 0) return null
+  const entry: Entry = { system, workload, params, runs: measurements.length }
+  for (const metric of Object.keys(measurements[0])) entry[metric] = aggregate(measurements.map((m) => m[metric]))
+  entries.push(entry)
+  process.stderr.write(`  ${workload} ${paramsLabel(params).padEnd(28)} ${system.padEnd(13)} ` +
+    Object.keys(measurements[0]).map((metric) => `${metric}=${Number(stat(entry, metric)?.median.toPrecision(4))}`).join(' ') + '\n')
+  return entry
+}
+
+const started = Date.now()
+process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${runs} run(s) each, systems ${systems.join(', ')}; ` +
+  `${canPin ? 'server on core 0, generator on core 1' : 'no CPU pinning (needs 2 cores and taskset)'}\n`)
+
+for (const workload of workloads) {
+  if (workload === 'W1') {
+    for (const n of sizes.fanOutN) {
+      for (const size of sizes.payloads) {
+        for (const system of systems) {
+          const saturated = await series(system, 'W1', { n, size, mode: 'sat' }, { workload, n, size, mode: 'sat', ...timing })
+          const maxRate = saturated === null ? undefined : stat(saturated, 'messages_per_s')?.median
+          if (maxRate !== undefined && maxRate > 0) {
+            await series(system, 'W1', { n, size, mode: 'rate' }, { workload, n, size, mode: 'rate', rate: Math.round(maxRate / 2), ...timing })
+          }
+        }
+      }
+    }
+  } else if (workload === 'W2') {
+    for (const system of systems) await series(system, 'W2', { pairs: sizes.pairs }, { workload, pairs: sizes.pairs, ...timing })
+  } else if (workload === 'W3') {
+    const params = { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }
+    for (const system of systems) await series(system, 'W3', params, { workload, ...params, ...timing })
+  } else if (workload === 'W4') {
+    const params = { joiners: sizes.joiners, history: sizes.history }
+    for (const system of systems.filter((s) => HAS_HISTORY.has(s))) await series(system, 'W4', params, { workload, ...params, ...timing })
+  } else {
+    const params = { n: 100, size: 64, slow: sizes.slow }
+    for (const system of systems) {
+      await series(system, 'W5', params, { workload, n: 100, size: 64, mode: 'sat', slow: sizes.slow, warmupMs: timing.warmupMs, durationMs: timing.durationMs * 3 })
+    }
+  }
+}
+
+// Targets (issue #3), checked on this run's medians where the data exists.
+interface Target { target: string, value: string, met: boolean }
+const targets: Target[] = []
+const find = (system: string, workload: string, params: Record<string, number | string>): Entry | undefined =>
+  entries.find((entry) => entry.system === system && entry.workload === workload && paramsLabel(entry.params) === paramsLabel(params))
+const median = (entry: Entry | undefined, metric: string): number | undefined => entry === undefined ? undefined : stat(entry, metric)?.median
+const w1 = { n: 100, size: 64, mode: 'sat' }
+const ours = find('fastify-mles', 'W1', w1)
+const check = (target: string, value: number | undefined, met: (value: number) => boolean, describe: (value: number) => string): void => {
+  if (value !== undefined && Number.isFinite(value)) targets.push({ target, value: describe(value), met: met(value) })
+}
+const usOurs = median(ours, 'server_us_per_delivery')
+const usCeiling = median(find('ws-ceiling', 'W1', w1), 'server_us_per_delivery')
+if (usOurs !== undefined && usCeiling !== undefined) check('W1 sat server µs/delivery ≤ 1.25× ws-ceiling', usOurs / usCeiling, (r) => r <= 1.25, (r) => `${r.toFixed(2)}×`)
+const dOurs = median(ours, 'deliveries_per_s')
+const dSocketIo = median(find('socket.io', 'W1', w1), 'deliveries_per_s')
+if (dOurs !== undefined && dSocketIo !== undefined) check('W1 sat throughput ≥ 10× socket.io', dOurs / dSocketIo, (r) => r >= 10, (r) => `${r.toFixed(1)}×`)
+const dNats = median(find('nats', 'W1', w1), 'deliveries_per_s')
+if (dOurs !== undefined && dNats !== undefined) check('W1 sat throughput ahead of nats-server', dOurs / dNats, (r) => r > 1, (r) => `${r.toFixed(2)}×`)
+check('W1 p99 ≤ 10 ms at 50 % of own max (N = 100, 64 B)', median(find('fastify-mles', 'W1', { n: 100, size: 64, mode: 'rate' }), 'p99_ms'), (v) => v <= 10, (v) => `${v.toFixed(2)} ms`)
+const w2 = { pairs: sizes.pairs }
+const rtOurs = median(find('fastify-mles', 'W2', w2), 'round_trips_per_s')
+const rtWs = median(find('ws-basic', 'W2', w2), 'round_trips_per_s')
+if (rtOurs !== undefined && rtWs !== undefined) check('W2 round trips ≥ 0.9× raw ws', rtOurs / rtWs, (r) => r >= 0.9, (r) => `${r.toFixed(2)}×`)
+check('W3 ≤ 6 KB per idle connection', median(find('fastify-mles', 'W3', { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }), 'kb_per_conn'), (v) => v <= 6, (v) => `${v.toFixed(2)} KB`)
+const w5 = find('fastify-mles', 'W5', { n: 100, size: 64, slow: sizes.slow })
+const d5 = median(w5, 'deliveries_per_s')
+if (d5 !== undefined && dOurs !== undefined) check('W5 readers within 10 % of plain W1', d5 / dOurs, (r) => r >= 0.9, (r) => `${r.toFixed(2)}×`)
+const growth = w5 === undefined ? undefined : (median(w5, 'rss_mb_max') ?? 0) - (median(w5, 'rss_mb_start') ?? 0)
+check('W5 server memory bounded (growth ≤ 5 slow × 4 MiB + 44 MiB)', growth, (v) => v <= 64, (v) => `+${v.toFixed(1)} MB`)
+
+const tableText = table(entries)
+process.stdout.write('\n' + tableText + '\n\n')
+for (const t of targets) process.stdout.write(`${t.met ? 'MET ' : 'MISS'} ${t.target}: ${t.value}\n`)
+
+const meta = {
+  date: new Date().toISOString(),
+  quick,
+  runs,
+  cpu: cpus()[0]?.model ?? 'unknown',
+  cores: availableParallelism(),
+  node: process.version,
+  pinned: canPin,
+  warmup_ms: timing.warmupMs,
+  duration_ms: timing.durationMs,
+  seconds: Math.round((Date.now() - started) / 1000)
+}
+mkdirSync(resultsDir, { recursive: true })
+const base = quick ? 'quick' : 'latest'
+writeFileSync(join(resultsDir, `${base}.json`), JSON.stringify({ results: entries, targets, meta }, null, 2) + '\n')
+writeFileSync(join(resultsDir, `${base}.svg`), chart(entries))
+const markdown = `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}; ` +
+  `medians of ${runs} run(s), ${timing.durationMs / 1000} s each${canPin ? ', server and generator pinned to separate cores' : ''}.\n\n` +
+  `${tableText}\n\n| target | this run | |\n|---|---|---|\n` +
+  targets.map((t) => `| ${t.target} | ${t.value} | ${t.met ? 'met' : '**missed**'} |`).join('\n') + '\n'
+writeFileSync(join(resultsDir, `${base}.md`), markdown)
+if (args.readme === true && !quick) {
+  const readmePath = join(projectRoot, 'README.md')
+  const readme = readFileSync(readmePath, 'utf8')
+  const start = '<!-- bench:start -->'
+  const end = '<!-- bench:end -->'
+  if (readme.includes(start) && readme.includes(end)) {
+    writeFileSync(readmePath, readme.slice(0, readme.indexOf(start) + start.length) + '\n' + markdown + readme.slice(readme.indexOf(end)))
+  }
+}
+process.stderr.write(`bench: done in ${meta.seconds} s; wrote bench/results/${base}.json, ${base}.svg, ${base}.md\n`)
