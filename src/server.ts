@@ -97,6 +97,7 @@ export class MlesServer implements MlesApi, SessionContext {
   /** Takes over an upgraded connection. */
   accept (ws: WebSocket): void {
     if (this.closing !== null) {
+      ws.on('error', () => {})
       ws.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
       return
     }
