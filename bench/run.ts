@@ -221,7 +221,9 @@ const meta = {
   seconds: Math.round((Date.now() - started) / 1000)
 }
 mkdirSync(resultsDir, { recursive: true })
-const base = quick ? 'quick' : 'latest'
+// Only a full, default run replaces the published results; quick and partial runs write beside them.
+const partial = args.workloads !== undefined || args.systems !== undefined || args.runs !== undefined
+const base = quick ? 'quick' : partial ? 'partial' : 'latest'
 writeFileSync(join(resultsDir, `${base}.json`), JSON.stringify({ results: entries, targets, meta }, null, 2) + '\n')
 writeFileSync(join(resultsDir, `${base}.svg`), chart(entries))
 const markdown = `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}; ` +
@@ -229,7 +231,7 @@ const markdown = `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${m
   `${tableText}\n\n| target | this run | |\n|---|---|---|\n` +
   targets.map((t) => `| ${t.target} | ${t.value} | ${t.met ? 'met' : '**missed**'} |`).join('\n') + '\n'
 writeFileSync(join(resultsDir, `${base}.md`), markdown)
-if (args.readme === true && !quick) {
+if (args.readme === true && base === 'latest') {
   const readmePath = join(projectRoot, 'README.md')
   const readme = readFileSync(readmePath, 'utf8')
   const start = '<!-- bench:start -->'

@@ -8,7 +8,7 @@ import { KeepAlive } from './keepalive.js'
 import { Metrics, type MlesMetricsSnapshot } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
-import { encodeFrame, framePayload, isBinaryFrame } from './protocol/frame.js'
+import { framePayload, isBinaryFrame } from './protocol/frame.js'
 import { Session, type SessionContext } from './session.js'
 
 /** How long `close()` waits for clients to answer the closing handshake before cutting them off. */
@@ -120,7 +120,7 @@ export class MlesServer implements MlesApi, SessionContext {
       throw new RangeError(`fastify-mles: data of ${payload.length} bytes is over maxMessageBytes (${this.options.maxMessageBytes})`)
     }
     const binary = options?.binary ?? typeof data !== 'string'
-    this.hub.publishTo(channel, encodeFrame(payload, binary))
+    this.hub.publishTo(channel, payload, binary)
   }
 
   subscribe (channel: string, listener: MlesFrameListener): () => void {

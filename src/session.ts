@@ -8,7 +8,6 @@ import type { KeepAliveTarget } from './keepalive.js'
 import type { Metrics } from './metrics.js'
 import type { ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
-import { encodeFrame } from './protocol/frame.js'
 import { parseHeader } from './protocol/header.js'
 
 /** What a session needs of the server that owns it. */
@@ -115,7 +114,7 @@ export class Session implements HubMember, KeepAliveTarget {
         return
       }
     }
-    this.context.hub.publish(channel, encodeFrame(data, isBinary), this)
+    this.context.hub.publish(channel, data, isBinary, this)
   }
 
   private join (data: Buffer, isBinary: boolean): void {

@@ -1,13 +1,41 @@
+import { encodeFrame, encodeFrameInto, wireLength } from '../protocol/frame.js'
+
+/** Chunks start small (quiet channels cost little) and grow with the history, up to this. */
+const MIN_CHUNK_BYTES = 256
+const MAX_CHUNK_BYTES = 64 * 1024
+
+interface Chunk {
+  bytes: Buffer
+  /** Log offset of `bytes[0]`. */
+  base: number
+  /** Bytes written; the rest of `bytes` is free. */
+  used: number
+}
+
+function roundUpToPowerOfTwo (value: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, value)))
+}
+
 /**
- * One channel's history (SPEC §5): the last `limit` wire frames, at most
- * `maxBytes` of them, oldest evicted first. A circular buffer that grows on
- * demand up to `limit`, so a quiet channel costs a few slots, not `limit`.
+ * One channel's history (SPEC §5): the last `limit` frames, at most `maxBytes`
+ * of them, oldest evicted first.
+ *
+ * Frames are encoded once, straight into an append-only log of chunks, and the
+ * wire bytes handed out for fan-out are views of that log. A chunk's written
+ * bytes never change, so those views stay valid while sockets still hold them,
+ * with no copy; a chunk is let go once every frame in it is evicted. Each frame
+ * costs its bytes plus 12 bytes of bookkeeping — no object per frame — and a
+ * replay is one write per chunk instead of one per frame.
  */
 export class HistoryRing {
-  private slots: Array<Buffer | undefined> = []
-  private start = 0
+  private chunks: Chunk[] = []
+  /** Log offsets and lengths of the frames, in a circular index that grows up to `limit`. */
+  private starts = new Float64Array(0)
+  private lengths = new Uint32Array(0)
+  private first = 0
   private count = 0
   private totalBytes = 0
+  private nextBase = 0
 
   constructor (
     private readonly limit: number,
@@ -17,39 +45,91 @@ export class HistoryRing {
   /** Number of frames held. */
   get size (): number { return this.count }
 
-  /** Bytes held (wire frames, headers included). */
+  /** Bytes held: wire frames, headers included. */
   get bytes (): number { return this.totalBytes }
 
-  /** The `index`-th frame, 0 being the oldest. */
-  at (index: number): Buffer {
-    return this.slots[(this.start + index) % this.slots.length] as Buffer
-  }
-
-  /** Appends a frame, evicting the oldest to stay within both bounds. A frame larger than `maxBytes` alone is not kept. */
-  push (wire: Buffer): void {
-    if (this.limit === 0 || wire.length > this.maxBytes) return
-    while (this.count > 0 && (this.count === this.limit || this.totalBytes + wire.length > this.maxBytes)) {
+  /**
+   * Encodes a frame, stores it (evicting the oldest to stay within both
+   * bounds) and returns its wire bytes, which never change afterwards. A frame
+   * larger than `maxBytes` alone is encoded but not kept.
+   */
+  append (payload: Uint8Array, isBinary: boolean): Buffer {
+    const length = wireLength(payload.length)
+    if (this.limit === 0 || length > this.maxBytes) return encodeFrame(payload, isBinary)
+    while (this.count > 0 && (this.count === this.limit || this.totalBytes + length > this.maxBytes)) {
       this.evictOldest()
     }
-    if (this.count === this.slots.length) this.grow()
-    this.slots[(this.start + this.count) % this.slots.length] = wire
+    const chunk = this.chunkWithRoom(length)
+    const offset = chunk.used
+    encodeFrameInto(chunk.bytes, offset, payload, isBinary)
+    chunk.used += length
+    if (this.count === this.starts.length) this.growIndex()
+    const slot = (this.first + this.count) % this.starts.length
+    this.starts[slot] = chunk.base + offset
+    this.lengths[slot] = length
     this.count++
-    this.totalBytes += wire.length
+    this.totalBytes += length
+    return chunk.bytes.subarray(offset, offset + length)
+  }
+
+  /** The `index`-th frame's wire bytes, 0 being the oldest. */
+  at (index: number): Buffer {
+    const slot = (this.first + index) % this.starts.length
+    const start = this.starts[slot]
+    let chunk = this.chunks[0]
+    for (let i = 1; i < this.chunks.length && this.chunks[i].base <= start; i++) chunk = this.chunks[i]
+    const offset = start - chunk.base
+    return chunk.bytes.subarray(offset, offset + this.lengths[slot])
+  }
+
+  /** Calls `write` with every stored frame, oldest first, as a few contiguous runs of wire bytes. */
+  forEachRun (write: (wire: Buffer) => void): void {
+    if (this.count === 0) return
+    const chunks = this.chunks
+    for (let i = 0; i < chunks.length; i++) {
+      const chunk = chunks[i]
+      const from = i === 0 ? this.starts[this.first] - chunk.base : 0
+      if (chunk.used > from) write(chunk.bytes.subarray(from, chunk.used))
+    }
+  }
+
+  private chunkWithRoom (length: number): Chunk {
+    const last = this.chunks[this.chunks.length - 1]
+    if (last !== undefined && last.bytes.length - last.used >= length) return last
+    const size = Math.max(length, Math.min(MAX_CHUNK_BYTES, Math.max(MIN_CHUNK_BYTES, roundUpToPowerOfTwo(this.totalBytes + length))))
+    if (last !== undefined) this.nextBase = last.base + last.bytes.length
+    // allocUnsafeSlow: a small chunk must not pin a shared 8 KiB pool slab.
+    const chunk: Chunk = { bytes: Buffer.allocUnsafeSlow(size), base: this.nextBase, used: 0 }
+    this.chunks.push(chunk)
+    return chunk
   }
 
   private evictOldest (): void {
-    const wire = this.slots[this.start] as Buffer
-    this.slots[this.start] = undefined
-    this.start = (this.start + 1) % this.slots.length
+    this.totalBytes -= this.lengths[this.first]
+    this.first = (this.first + 1) % this.starts.length
     this.count--
-    this.totalBytes -= wire.length
+    if (this.count === 0) {
+      const last = this.chunks[this.chunks.length - 1]
+      this.nextBase = last.base + last.bytes.length
+      this.chunks = []
+      this.first = 0
+      return
+    }
+    const oldest = this.starts[this.first]
+    while (this.chunks.length > 1 && this.chunks[1].base <= oldest) this.chunks.shift()
   }
 
-  private grow (): void {
-    const capacity = Math.min(this.limit, Math.max(8, this.slots.length * 2))
-    const slots = new Array<Buffer | undefined>(capacity)
-    for (let i = 0; i < this.count; i++) slots[i] = this.at(i)
-    this.slots = slots
-    this.start = 0
+  private growIndex (): void {
+    const capacity = Math.min(this.limit, Math.max(8, this.starts.length * 2))
+    const starts = new Float64Array(capacity)
+    const lengths = new Uint32Array(capacity)
+    for (let i = 0; i < this.count; i++) {
+      const slot = (this.first + i) % this.starts.length
+      starts[i] = this.starts[slot]
+      lengths[i] = this.lengths[slot]
+    }
+    this.starts = starts
+    this.lengths = lengths
+    this.first = 0
   }
 }

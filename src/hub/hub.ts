@@ -1,6 +1,6 @@
 import { HistoryRing } from '../history/ring.js'
 import type { Metrics } from '../metrics.js'
-import { encodeFrame, framePayload, isBinaryFrame } from '../protocol/frame.js'
+import { framePayload, isBinaryFrame } from '../protocol/frame.js'
 import { Channel, type ChannelMember, type MlesFrame, type MlesFrameListener } from './channel.js'
 import type { Outbox, Recipient } from './outbox.js'
 
@@ -65,12 +65,11 @@ export class Hub<M extends HubMember> {
     channel.add(member)
 
     const history = channel.history
-    for (let i = 0; i < history.size; i++) this.outbox.writeUnbounded(member, history.at(i))
+    history.forEachRun((run) => { this.outbox.writeUnbounded(member, run) })
     member.bufferLimit = this.limits.maxBufferedBytes + history.bytes
     this.metrics.totalMessagesSent += history.size
 
-    const wire = encodeFrame(storedJoinFrame, false)
-    history.push(wire)
+    const wire = history.append(storedJoinFrame, false)
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, member.uid, true)
     return channel
@@ -83,11 +82,13 @@ export class Hub<M extends HubMember> {
   }
 
   /**
-   * Sends an encoded frame to every open member but `from`, then appends it to
-   * the history. A member whose buffer is full is removed and dropped, never
-   * waited for. Iterates backwards so that removal (swap with last) is safe.
+   * Stores a frame in the history, encoded once, and sends those same bytes to
+   * every open member but `from`. A member whose buffer is full is removed and
+   * dropped, never waited for. Iterates backwards so that removal (swap with
+   * last) is safe.
    */
-  publish (channel: Channel<M>, wire: Buffer, from: M | null): void {
+  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null): void {
+    const wire = channel.history.append(payload, isBinary)
     const members = channel.members
     let delivered = 0
     for (let i = members.length - 1; i >= 0; i--) {
@@ -101,14 +102,13 @@ export class Hub<M extends HubMember> {
       }
     }
     this.metrics.totalMessagesSent += delivered
-    channel.history.push(wire)
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, from === null ? null : from.uid, false)
   }
 
   /** Publishes a server-originated frame on channel `name`, creating the channel if needed. */
-  publishTo (name: string, wire: Buffer): void {
-    this.publish(this.channelOrCreate(name), wire, null)
+  publishTo (name: string, payload: Uint8Array, isBinary: boolean): void {
+    this.publish(this.channelOrCreate(name), payload, isBinary, null)
   }
 
   /** Calls `listener` with every later frame of channel `name`; returns the unsubscribe function. */

@@ -14,23 +14,34 @@ function headerLength (payloadLength: number): number {
   return payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10
 }
 
-/** Encodes one unfragmented data frame. */
-export function encodeFrame (payload: Uint8Array, isBinary: boolean): Buffer {
+/** Bytes of the wire frame for a payload of `payloadLength` bytes. */
+export function wireLength (payloadLength: number): number {
+  return headerLength(payloadLength) + payloadLength
+}
+
+/** Encodes one unfragmented data frame into `target` at `offset`; returns the bytes written. */
+export function encodeFrameInto (target: Buffer, offset: number, payload: Uint8Array, isBinary: boolean): number {
   const length = payload.length
-  const offset = headerLength(length)
-  const wire = Buffer.allocUnsafe(offset + length)
-  wire[0] = isBinary ? FIN_BINARY : FIN_TEXT
-  if (offset === 2) {
-    wire[1] = length
-  } else if (offset === 4) {
-    wire[1] = 126
-    wire.writeUInt16BE(length, 2)
+  const header = headerLength(length)
+  target[offset] = isBinary ? FIN_BINARY : FIN_TEXT
+  if (header === 2) {
+    target[offset + 1] = length
+  } else if (header === 4) {
+    target[offset + 1] = 126
+    target.writeUInt16BE(length, offset + 2)
   } else {
-    wire[1] = 127
-    wire.writeUInt32BE(Math.floor(length / 0x100000000), 2)
-    wire.writeUInt32BE(length >>> 0, 6)
+    target[offset + 1] = 127
+    target.writeUInt32BE(Math.floor(length / 0x100000000), offset + 2)
+    target.writeUInt32BE(length >>> 0, offset + 6)
   }
-  wire.set(payload, offset)
+  target.set(payload, offset + header)
+  return header + length
+}
+
+/** Encodes one unfragmented data frame into a new Buffer. */
+export function encodeFrame (payload: Uint8Array, isBinary: boolean): Buffer {
+  const wire = Buffer.allocUnsafe(wireLength(payload.length))
+  encodeFrameInto(wire, 0, payload, isBinary)
   return wire
 }
 
