@@ -28,6 +28,8 @@ export interface Job {
   /** W3: idle connections and the channels they spread over. */
   connections?: number
   channels?: number
+  /** W3: idle time before the settled memory reading. */
+  settleMs?: number
   /** W4: joiners and the history they should each receive. */
   joiners?: number
   history?: number
@@ -212,9 +214,19 @@ async function idle (job: Job): Promise<Measurement> {
   const clients = await connectMany(connections, async (i) => await connect(job.port, `u${i}`, `idle${i % channels}`, quiet))
   await sleep(1000)
   await collectGarbage(job.serverPid, job.serverIsNode)
-  const after = rssKiB(job.serverPid)
+  const early = rssKiB(job.serverPid)
+  // A Node server's young generation grows while connections pour in and is
+  // given back only once the server has been idle for several seconds (V8's
+  // memory reducer): that memory is transient, not per connection. The
+  // settled figure is taken after `settleMs` of idleness and a GC.
+  let settled = early
+  if ((job.settleMs ?? 0) > 0) {
+    await sleep(job.settleMs ?? 0)
+    await collectGarbage(job.serverPid, job.serverIsNode)
+    settled = rssKiB(job.serverPid)
+  }
   for (const client of clients) client.close()
-  return { kb_per_conn: (after - before) / connections, rss_mb_idle: after / 1024 }
+  return { kb_per_conn: (settled - before) / connections, kb_per_conn_at_1s: (early - before) / connections, rss_mb_idle: settled / 1024 }
 }
 
 /** W4: `joiners` clients join at once a channel holding `history` frames; each must get all of them. */

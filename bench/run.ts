@@ -161,7 +161,7 @@ for (const workload of workloads) {
     for (const system of systems) await series(system, 'W2', { pairs: sizes.pairs }, { workload, pairs: sizes.pairs, ...timing })
   } else if (workload === 'W3') {
     const params = { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }
-    for (const system of systems) await series(system, 'W3', params, { workload, ...params, ...timing })
+    for (const system of systems) await series(system, 'W3', params, { workload, ...params, settleMs: quick ? 0 : 10_000, ...timing })
   } else if (workload === 'W4') {
     const params = { joiners: sizes.joiners, history: sizes.history }
     for (const system of systems.filter((s) => HAS_HISTORY.has(s))) await series(system, 'W4', params, { workload, ...params, ...timing })

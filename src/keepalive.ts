@@ -1,16 +1,16 @@
 /** What keep-alive needs of a connection. */
 export interface KeepAliveTarget {
-  /** Pings sent since the client was last heard from. Reset by any frame or pong. */
-  missedPongs: number
-  /** Sends a ping; skipped for connections that are not open. */
-  ping: () => void
-  /** Closes a connection that left too many pings unanswered. */
-  expire: () => void
+  /**
+   * Called once per interval: the target pings, or closes itself once it has
+   * gone `maxMissed` intervals in a row without receiving anything.
+   */
+  keepAliveTick: (maxMissed: number) => void
 }
 
 /**
  * SPEC §7 with one timer for all connections: every `intervalMs` each target
- * is pinged, and one that has left `maxMissed` pings unanswered is expired.
+ * is ticked. No per-connection timers, no per-frame bookkeeping: a target
+ * tells liveness from its socket's byte counter (any frame or pong counts).
  */
 export class KeepAlive {
   private timer: NodeJS.Timeout | null = null
@@ -33,13 +33,6 @@ export class KeepAlive {
   }
 
   readonly tick = (): void => {
-    for (const target of this.targets) {
-      if (target.missedPongs >= this.maxMissed) {
-        target.expire()
-      } else {
-        target.missedPongs++
-        target.ping()
-      }
-    }
+    for (const target of this.targets) target.keepAliveTick(this.maxMissed)
   }
 }

@@ -40,9 +40,6 @@ function onMessage (this: WebSocket, data: RawData, isBinary: boolean): void {
     session.internalError(error)
   }
 }
-function onPong (this: WebSocket): void {
-  (this as SessionSocket)[kSession].missedPongs = 0
-}
 function onClose (this: WebSocket): void {
   (this as SessionSocket)[kSession].closed()
 }
@@ -59,17 +56,18 @@ function onJoinTimeout (session: Session): void {
  * or is closed for cause.
  */
 export class Session implements HubMember, KeepAliveTarget {
+  // Kept lean: an idle member costs this object, ws's own objects and its socket.
   uid = ''
   memberIndex = -1
   corked = false
   bufferLimit: number
-  missedPongs = 0
-  readonly socket: Socket
   private channel: Channel<Session> | null = null
   private shut = false
   private joinTimer: NodeJS.Timeout | null
   private rateWindowStart = 0
   private rateCount = 0
+  private missedTicks = 0
+  private bytesReadAtTick = 0
 
   constructor (
     readonly ws: WebSocket,
@@ -77,13 +75,20 @@ export class Session implements HubMember, KeepAliveTarget {
   ) {
     const socket = ws as SessionSocket
     socket[kSession] = this
-    this.socket = socket._socket
     this.bufferLimit = context.options.maxBufferedBytes
     ws.on('message', onMessage)
-    ws.on('pong', onPong)
     ws.on('close', onClose)
+    // Take over 'error' from whoever upgraded (adding before removing, so the
+    // listener table never sees a delete, which would make it a slower dictionary).
+    const inherited = ws.listeners('error') as Array<(...args: unknown[]) => void>
     ws.on('error', onError)
+    for (const listener of inherited) ws.off('error', listener)
     this.joinTimer = setTimeout(onJoinTimeout, context.options.joinTimeoutMs, this)
+  }
+
+  /** The connection's TCP (or TLS) socket, kept by ws; fan-out writes pre-encoded frames to it. */
+  get socket (): Socket {
+    return (this.ws as SessionSocket)._socket
   }
 
   isOpen (): boolean {
@@ -91,7 +96,6 @@ export class Session implements HubMember, KeepAliveTarget {
   }
 
   receive (data: Buffer, isBinary: boolean): void {
-    this.missedPongs = 0
     const channel = this.channel
     if (channel === null) {
       if (!this.shut) this.join(data, isBinary)
@@ -146,14 +150,19 @@ export class Session implements HubMember, KeepAliveTarget {
     log.debug({ uid, channel: channelName }, 'mles: joined')
   }
 
-  ping (): void {
-    if (this.isOpen()) this.socket.write(PING_FRAME)
-  }
-
-  expire (): void {
-    if (this.shut) return
-    this.context.counters.droppedKeepalive++
-    this.close(CloseCode.POLICY_VIOLATION, CloseReason.KEEPALIVE_TIMEOUT)
+  keepAliveTick (maxMissed: number): void {
+    if (!this.isOpen()) return
+    const bytesRead = this.socket.bytesRead
+    if (bytesRead !== this.bytesReadAtTick) {
+      this.bytesReadAtTick = bytesRead
+      this.missedTicks = 0
+    } else if (this.missedTicks >= maxMissed) {
+      this.context.counters.droppedKeepalive++
+      this.close(CloseCode.POLICY_VIOLATION, CloseReason.KEEPALIVE_TIMEOUT)
+      return
+    }
+    this.missedTicks++
+    this.socket.write(PING_FRAME)
   }
 
   joinTimedOut (): void {

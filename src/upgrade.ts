@@ -90,21 +90,25 @@ export function addUpgradeRoute (app: FastifyInstance, server: MlesServer): void
   selectMlesProtocol(app.websocketServer)
   const { perIpLimit, perIpWindowMs } = server.options
 
+  const admitAddress = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    const now = Date.now()
+    const ip = limiterKey(request.ip)
+    const excess = server.limiter.take(ip, now)
+    if (excess === 0) return true
+    server.counters.droppedByIp++
+    if (excess === 1) request.log.warn({ ip }, `mles: per-IP limit of ${perIpLimit} upgrades per ${perIpWindowMs} ms reached; refusing with 429`)
+    reply.header('retry-after', Math.ceil(server.limiter.retryAfterMs(ip, now) / 1000))
+    refuse(reply, 429, 'Too Many Requests', `at most ${perIpLimit} connections per ${perIpWindowMs / 1000} s from one address`)
+    return false
+  }
+
   const gate = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     if (server.isClosed) {
       refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
       return
     }
-    const now = Date.now()
-    const ip = limiterKey(request.ip)
-    const excess = server.limiter.take(ip, now)
-    if (excess > 0) {
-      server.counters.droppedByIp++
-      if (excess === 1) request.log.warn({ ip }, `mles: per-IP limit of ${perIpLimit} upgrades per ${perIpWindowMs} ms reached; refusing with 429`)
-      reply.header('retry-after', Math.ceil(server.limiter.retryAfterMs(ip, now) / 1000))
-      refuse(reply, 429, 'Too Many Requests', `at most ${perIpLimit} connections per ${perIpWindowMs / 1000} s from one address`)
-      return
-    }
+    // Reading request.ip makes Node cache the peer address on the socket for its whole life: only when needed.
+    if (perIpLimit !== 0 && !admitAddress(request, reply)) return
     if (!offersMlesProtocol(request.headers['sec-websocket-protocol'])) {
       refuse(reply, 400, 'Bad Request', `the WebSocket upgrade must offer the subprotocol "${MLES_PROTOCOL}"`)
       return

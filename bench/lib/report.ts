@@ -37,7 +37,8 @@ const COLUMNS: Array<[string, string, number]> = [
   ['p50_ms', 'p50 ms', 2],
   ['p99_ms', 'p99 ms', 2],
   ['round_trips_per_s', 'round trips/s', 0],
-  ['kb_per_conn', 'KB/conn', 1],
+  ['kb_per_conn', 'KB/conn idle', 1],
+  ['kb_per_conn_at_1s', 'KB/conn at 1 s', 1],
   ['joins_per_s', 'joins/s', 0],
   ['replay_completeness', 'replay complete', 3],
   ['rss_mb_max', 'server RSS max MB', 1]

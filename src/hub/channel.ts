@@ -23,11 +23,15 @@ export interface MlesFrame {
 
 export type MlesFrameListener = (frame: MlesFrame) => void
 
+/** Members past which uid lookups use a Map instead of scanning. */
+const UID_INDEX_THRESHOLD = 16
+
 /** One channel: its members, its history, its server-side subscribers. */
 export class Channel<M extends ChannelMember = ChannelMember> {
   /** Members in no particular order; a dense array so fan-out is a plain loop. */
   readonly members: M[] = []
-  private readonly byUid = new Map<string, M>()
+  /** uid → member, built only once a channel is large: a small Map costs more than a scan. */
+  private byUid: Map<string, M> | null = null
   listeners: MlesFrameListener[] | null = null
   lastActivity: number
 
@@ -40,13 +44,22 @@ export class Channel<M extends ChannelMember = ChannelMember> {
   }
 
   memberByUid (uid: string): M | undefined {
-    return this.byUid.get(uid)
+    if (this.byUid !== null) return this.byUid.get(uid)
+    const members = this.members
+    for (let i = 0; i < members.length; i++) {
+      if (members[i].uid === uid) return members[i]
+    }
+    return undefined
   }
 
   add (member: M): void {
     member.memberIndex = this.members.length
     this.members.push(member)
-    this.byUid.set(member.uid, member)
+    if (this.byUid !== null) {
+      this.byUid.set(member.uid, member)
+    } else if (this.members.length > UID_INDEX_THRESHOLD) {
+      this.byUid = new Map(this.members.map((each) => [each.uid, each]))
+    }
   }
 
   /** Removes `member` by moving the last member into its slot. */
@@ -59,7 +72,7 @@ export class Channel<M extends ChannelMember = ChannelMember> {
       last.memberIndex = index
     }
     member.memberIndex = -1
-    if (this.byUid.get(member.uid) === member) this.byUid.delete(member.uid)
+    if (this.byUid !== null && this.byUid.get(member.uid) === member) this.byUid.delete(member.uid)
     return true
   }
 
