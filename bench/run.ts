@@ -122,22 +122,35 @@ async function measure (system: SystemName, job: Omit<Job, 'system' | 'port' | '
 
 const entries: Entry[] = []
 
-async function series (system: SystemName, workload: Workload, params: Record<string, number | string>, job: Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>): Promise<Entry | null> {
-  const measurements: Measurement[] = []
+type JobTemplate = Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>
+
+/**
+ * Measures `systems` on one workload, `runs` times each, round-robin (run 1 of
+ * every system, then run 2, ...), so that drift in the machine's speed falls
+ * on all systems alike instead of on whichever ran during a slow spell.
+ */
+async function series (systemsToRun: SystemName[], workload: Workload, params: Record<string, number | string>, jobFor: (system: SystemName) => JobTemplate): Promise<Map<SystemName, Entry>> {
+  const measurements = new Map<SystemName, Measurement[]>(systemsToRun.map((system) => [system, []]))
   for (let run = 0; run < runs; run++) {
-    try {
-      measurements.push(await measure(system, job))
-    } catch (error) {
-      process.stderr.write(`bench: ${system} ${workload} ${paramsLabel(params)} run ${run + 1}: ${(error as Error).message}\n`)
+    for (const system of systemsToRun) {
+      try {
+        measurements.get(system)?.push(await measure(system, jobFor(system)))
+      } catch (error) {
+        process.stderr.write(`bench: ${system} ${workload} ${paramsLabel(params)} run ${run + 1}: ${(error as Error).message}\n`)
+      }
     }
   }
-  if (measurements.length === 0) return null
-  const entry: Entry = { system, workload, params, runs: measurements.length }
-  for (const metric of Object.keys(measurements[0])) entry[metric] = aggregate(measurements.map((m) => m[metric]))
-  entries.push(entry)
-  process.stderr.write(`  ${workload} ${paramsLabel(params).padEnd(28)} ${system.padEnd(13)} ` +
-    Object.keys(measurements[0]).map((metric) => `${metric}=${Number(stat(entry, metric)?.median.toPrecision(4))}`).join(' ') + '\n')
-  return entry
+  const done = new Map<SystemName, Entry>()
+  for (const [system, list] of measurements) {
+    if (list.length === 0) continue
+    const entry: Entry = { system, workload, params, runs: list.length }
+    for (const metric of Object.keys(list[0])) entry[metric] = aggregate(list.map((m) => m[metric]))
+    entries.push(entry)
+    done.set(system, entry)
+    process.stderr.write(`  ${workload} ${paramsLabel(params).padEnd(28)} ${system.padEnd(13)} ` +
+      Object.keys(list[0]).map((metric) => `${metric}=${Number(stat(entry, metric)?.median.toPrecision(4))}`).join(' ') + '\n')
+  }
+  return done
 }
 
 const started = Date.now()
@@ -148,28 +161,24 @@ for (const workload of workloads) {
   if (workload === 'W1') {
     for (const n of sizes.fanOutN) {
       for (const size of sizes.payloads) {
-        for (const system of systems) {
-          const saturated = await series(system, 'W1', { n, size, mode: 'sat' }, { workload, n, size, mode: 'sat', ...timing })
-          const maxRate = saturated === null ? undefined : stat(saturated, 'messages_per_s')?.median
-          if (maxRate !== undefined && maxRate > 0) {
-            await series(system, 'W1', { n, size, mode: 'rate' }, { workload, n, size, mode: 'rate', rate: Math.round(maxRate / 2), ...timing })
-          }
-        }
+        const saturated = await series(systems, 'W1', { n, size, mode: 'sat' }, () => ({ workload, n, size, mode: 'sat', ...timing }))
+        // The fixed rate is half of each system's own saturated rate, from this run.
+        const maxRate = new Map([...saturated].map(([system, entry]) => [system, stat(entry, 'messages_per_s')?.median ?? 0]))
+        const rated = systems.filter((system) => (maxRate.get(system) ?? 0) > 0)
+        await series(rated, 'W1', { n, size, mode: 'rate' }, (system) => ({ workload, n, size, mode: 'rate', rate: Math.round((maxRate.get(system) ?? 0) / 2), ...timing }))
       }
     }
   } else if (workload === 'W2') {
-    for (const system of systems) await series(system, 'W2', { pairs: sizes.pairs }, { workload, pairs: sizes.pairs, ...timing })
+    await series(systems, 'W2', { pairs: sizes.pairs }, () => ({ workload, pairs: sizes.pairs, ...timing }))
   } else if (workload === 'W3') {
     const params = { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }
-    for (const system of systems) await series(system, 'W3', params, { workload, ...params, settleMs: quick ? 0 : 10_000, ...timing })
+    await series(systems, 'W3', params, () => ({ workload, ...params, settleMs: quick ? 0 : 10_000, ...timing }))
   } else if (workload === 'W4') {
     const params = { joiners: sizes.joiners, history: sizes.history }
-    for (const system of systems.filter((s) => HAS_HISTORY.has(s))) await series(system, 'W4', params, { workload, ...params, ...timing })
+    await series(systems.filter((s) => HAS_HISTORY.has(s)), 'W4', params, () => ({ workload, ...params, ...timing }))
   } else {
     const params = { n: 100, size: 64, slow: sizes.slow }
-    for (const system of systems) {
-      await series(system, 'W5', params, { workload, n: 100, size: 64, mode: 'sat', slow: sizes.slow, warmupMs: timing.warmupMs, durationMs: timing.durationMs * 3 })
-    }
+    await series(systems, 'W5', params, () => ({ workload, n: 100, size: 64, mode: 'sat', slow: sizes.slow, warmupMs: timing.warmupMs, durationMs: timing.durationMs * 3 }))
   }
 }
 

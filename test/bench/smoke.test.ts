@@ -1,0 +1,54 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+
+// Keeps `npm run bench` from rotting: a tiny run of each workload kind through
+// the real generator and servers. Never asserts speed, only that the numbers exist.
+const root = fileURLToPath(new URL('../../', import.meta.url))
+
+async function startServer (system: string): Promise<{ port: number, pid: number, stop: () => void }> {
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', `bench/servers/${system}.ts`], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  const port = await new Promise<number>((resolve, reject) => {
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /READY (\d+)/.exec(output)
+      if (match !== null) resolve(Number(match[1]))
+    })
+    child.on('exit', (code) => { reject(new Error(`${system} exited with ${code}`)) })
+  })
+  return { port, pid: child.pid as number, stop: () => { child.kill('SIGTERM') } }
+}
+
+async function generate (job: Record<string, unknown>): Promise<Record<string, number>> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/generator.ts', JSON.stringify(job)], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+  let output = ''
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
+  assert.equal(code, 0)
+  const line = /RESULT (.*)/.exec(output)
+  assert.ok(line !== null, output)
+  return JSON.parse(line[1]) as Record<string, number>
+}
+
+for (const system of ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io']) {
+  test(`bench smoke: ${system}`, async () => {
+    const jobs: Array<[Record<string, unknown>, string[]]> = [
+      [{ workload: 'W1', n: 20, size: 64, mode: 'sat', warmupMs: 100, durationMs: 300 }, ['deliveries_per_s', 'server_us_per_delivery', 'p50_ms', 'p99_ms']],
+      [{ workload: 'W2', pairs: 20, warmupMs: 100, durationMs: 300 }, ['round_trips_per_s', 'p99_ms']],
+      [{ workload: 'W3', connections: 200, channels: 20, warmupMs: 0, durationMs: 0 }, ['rss_mb_idle']]
+    ]
+    if (system !== 'socket.io') jobs.push([{ workload: 'W4', joiners: 30, history: 200, warmupMs: 0, durationMs: 0 }, ['joins_per_s', 'replay_completeness']])
+    for (const [job, fields] of jobs) {
+      const server = await startServer(system)
+      try {
+        const result = await generate({ ...job, system, port: server.port, serverPid: server.pid, serverIsNode: true })
+        for (const field of fields) assert.ok(Number.isFinite(result[field]) && result[field] > 0, `${system} ${String(job.workload)} ${field} = ${result[field]}`)
+        if (job.workload === 'W4') assert.equal(result.replay_completeness, 1)
+      } finally {
+        server.stop()
+      }
+    }
+  })
+}
