@@ -212,7 +212,7 @@ async function idle (job: Job): Promise<Measurement> {
   await collectGarbage(job.serverPid, job.serverIsNode)
   const before = rssKiB(job.serverPid)
   const clients = await connectMany(connections, async (i) => await connect(job.port, `u${i}`, `idle${i % channels}`, quiet))
-  await sleep(1000)
+  await sleep(Math.min(1000, job.durationMs))
   await collectGarbage(job.serverPid, job.serverIsNode)
   const early = rssKiB(job.serverPid)
   // A Node server's young generation grows while connections pour in and is

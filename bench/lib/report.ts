@@ -73,7 +73,14 @@ export function chart (entries: Entry[]): string {
     { title: 'W1 fan-out, 1 → 100, 64 B, saturation', unit: 'deliveries/s', bars: pick('W1', { n: 100, size: 64, mode: 'sat' }, 'deliveries_per_s'), lowerIsBetter: false },
     { title: 'W1 server CPU per delivery (same run)', unit: 'µs', bars: pick('W1', { n: 100, size: 64, mode: 'sat' }, 'server_us_per_delivery'), lowerIsBetter: true },
     { title: 'W2 ping-pong pairs', unit: 'round trips/s', bars: entries.filter((e) => e.workload === 'W2').map((e) => ({ label: e.system, value: stat(e, 'round_trips_per_s')?.median ?? Number.NaN })), lowerIsBetter: false },
-    { title: 'W3 idle connections', unit: 'KB per connection', bars: entries.filter((e) => e.workload === 'W3').map((e) => ({ label: e.system, value: stat(e, 'kb_per_conn')?.median ?? Number.NaN })), lowerIsBetter: true }
+    { title: 'W3 idle connections', unit: 'KB per connection', bars: entries.filter((e) => e.workload === 'W3').map((e) => ({ label: e.system, value: stat(e, 'kb_per_conn')?.median ?? Number.NaN })), lowerIsBetter: true },
+    { title: 'W4 join storm onto a 200-frame history', unit: 'joins/s', bars: entries.filter((e) => e.workload === 'W4').map((e) => ({ label: e.system, value: stat(e, 'joins_per_s')?.median ?? Number.NaN })), lowerIsBetter: false },
+    {
+      title: 'W5 with 5 clients that never read: server RSS growth',
+      unit: 'MB',
+      bars: entries.filter((e) => e.workload === 'W5').map((e) => ({ label: e.system, value: (stat(e, 'rss_mb_max')?.median ?? Number.NaN) - (stat(e, 'rss_mb_start')?.median ?? Number.NaN) })),
+      lowerIsBetter: true
+    }
   ].filter((panel) => panel.bars.length > 0)
   const width = 640
   const barHeight = 18
