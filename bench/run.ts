@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
 import { installed, startMosquitto, startNats } from './lib/peers.js'
-import { aggregate, chart, paramsLabel, stat, table, type Entry } from './lib/report.js'
+import { aggregate, chart, paramsLabel, stat, table, tablesByWorkload, type Entry } from './lib/report.js'
 import type { Job, Measurement, Workload } from './generator.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -26,7 +26,8 @@ const { values: args } = parseArgs({
     runs: { type: 'string' },
     workloads: { type: 'string' },
     systems: { type: 'string' },
-    readme: { type: 'boolean', default: false }
+    readme: { type: 'boolean', default: false },
+    render: { type: 'boolean', default: false }
   }
 })
 
@@ -153,6 +154,12 @@ async function series (systemsToRun: SystemName[], workload: Workload, params: R
   return done
 }
 
+if (args.render === true) {
+  const saved = JSON.parse(readFileSync(join(resultsDir, 'latest.json'), 'utf8')) as { results: Entry[], targets: Target[], meta: Meta }
+  publish('latest', saved.results, saved.targets, saved.meta)
+  process.exit(0)
+}
+
 const started = Date.now()
 process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${runs} run(s) each, systems ${systems.join(', ')}; ` +
   `${canPin ? 'server on core 0, generator on core 1' : 'no CPU pinning (needs 2 cores and taskset)'}\n`)
@@ -183,7 +190,6 @@ for (const workload of workloads) {
 }
 
 // Targets (issue #3), checked on this run's medians where the data exists.
-interface Target { target: string, value: string, met: boolean }
 const targets: Target[] = []
 const find = (system: string, workload: string, params: Record<string, number | string>): Entry | undefined =>
   entries.find((entry) => entry.system === system && entry.workload === workload && paramsLabel(entry.params) === paramsLabel(params))
@@ -220,12 +226,36 @@ if (d5 !== undefined && dOurs !== undefined) check('W5 readers within 10 % of pl
 const growth = w5 === undefined ? undefined : (median(w5, 'rss_mb_max') ?? 0) - (median(w5, 'rss_mb_start') ?? 0)
 check('W5 server memory bounded (growth ≤ 5 slow × 4 MiB + 44 MiB)', growth, (v) => v <= 64, (v) => `+${v.toFixed(1)} MB`)
 
-const tableText = table(entries)
-process.stdout.write('\n' + tableText + '\n\n')
-if (quick) process.stdout.write('quick run: a smoke test of the bench, too short to judge the targets\n')
-else for (const t of targets) process.stdout.write(`${t.met ? 'MET ' : 'MISS'} ${t.target}: ${t.value}\n`)
+interface Target { target: string, value: string, met: boolean }
+interface Meta { date: string, quick: boolean, runs: number, cpu: string, cores: number, node: string, pinned: boolean, warmup_ms: number, duration_ms: number, seconds: number }
 
-const meta = {
+/** Writes the table, JSON, SVG and markdown (and the README section when asked). */
+function publish (base: string, results: Entry[], targetList: Target[], meta: Meta): void {
+  process.stdout.write('\n' + table(results) + '\n\n')
+  if (meta.quick) process.stdout.write('quick run: a smoke test of the bench, too short to judge the targets\n')
+  else for (const t of targetList) process.stdout.write(`${t.met ? 'MET ' : 'MISS'} ${t.target}: ${t.value}\n`)
+  mkdirSync(resultsDir, { recursive: true })
+  writeFileSync(join(resultsDir, `${base}.json`), JSON.stringify({ results, targets: targetList, meta }, null, 2) + '\n')
+  writeFileSync(join(resultsDir, `${base}.svg`), chart(results))
+  const markdown = `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}; ` +
+    `medians of ${meta.runs} run(s) per system, taken round-robin, ${meta.duration_ms / 1000} s each` +
+    `${meta.pinned ? '; server and generator pinned to separate cores' : ''}.\n\n` +
+    `| target | this run | |\n|---|---|---|\n` +
+    targetList.map((t) => `| ${t.target} | ${t.value} | ${t.met ? 'met' : '**missed**'} |`).join('\n') + '\n\n' +
+    tablesByWorkload(results) + '\n'
+  writeFileSync(join(resultsDir, `${base}.md`), markdown)
+  if (args.readme === true && base === 'latest') {
+    const readmePath = join(projectRoot, 'README.md')
+    const readme = readFileSync(readmePath, 'utf8')
+    const start = '<!-- bench:start -->'
+    const end = '<!-- bench:end -->'
+    if (readme.includes(start) && readme.includes(end)) {
+      writeFileSync(readmePath, readme.slice(0, readme.indexOf(start) + start.length) + '\n' + markdown + readme.slice(readme.indexOf(end)))
+    }
+  }
+}
+
+const meta: Meta = {
   date: new Date().toISOString(),
   quick,
   runs,
@@ -237,24 +267,8 @@ const meta = {
   duration_ms: timing.durationMs,
   seconds: Math.round((Date.now() - started) / 1000)
 }
-mkdirSync(resultsDir, { recursive: true })
 // Only a full, default run replaces the published results; quick and partial runs write beside them.
 const partial = args.workloads !== undefined || args.systems !== undefined || args.runs !== undefined
 const base = quick ? 'quick' : partial ? 'partial' : 'latest'
-writeFileSync(join(resultsDir, `${base}.json`), JSON.stringify({ results: entries, targets, meta }, null, 2) + '\n')
-writeFileSync(join(resultsDir, `${base}.svg`), chart(entries))
-const markdown = `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}; ` +
-  `medians of ${runs} run(s), ${timing.durationMs / 1000} s each${canPin ? ', server and generator pinned to separate cores' : ''}.\n\n` +
-  `${tableText}\n\n| target | this run | |\n|---|---|---|\n` +
-  targets.map((t) => `| ${t.target} | ${t.value} | ${t.met ? 'met' : '**missed**'} |`).join('\n') + '\n'
-writeFileSync(join(resultsDir, `${base}.md`), markdown)
-if (args.readme === true && base === 'latest') {
-  const readmePath = join(projectRoot, 'README.md')
-  const readme = readFileSync(readmePath, 'utf8')
-  const start = '<!-- bench:start -->'
-  const end = '<!-- bench:end -->'
-  if (readme.includes(start) && readme.includes(end)) {
-    writeFileSync(readmePath, readme.slice(0, readme.indexOf(start) + start.length) + '\n' + markdown + readme.slice(readme.indexOf(end)))
-  }
-}
+publish(base, entries, targets, meta)
 process.stderr.write(`bench: done in ${meta.seconds} s; wrote bench/results/${base}.json, ${base}.svg, ${base}.md\n`)

@@ -41,8 +41,23 @@ const COLUMNS: Array<[string, string, number]> = [
   ['kb_per_conn_at_1s', 'KB/conn at 1 s', 1],
   ['joins_per_s', 'joins/s', 0],
   ['replay_completeness', 'replay complete', 3],
+  ['rss_mb_start', 'server RSS start MB', 1],
   ['rss_mb_max', 'server RSS max MB', 1]
 ]
+
+const WORKLOAD_TITLES: Record<string, string> = {
+  W1: 'W1 fan-out (1 publisher → N subscribers)',
+  W2: 'W2 ping-pong pairs',
+  W3: 'W3 idle connections',
+  W4: 'W4 join storm',
+  W5: 'W5 fan-out with 5 clients that never read'
+}
+
+/** One table per workload, each with the columns that apply to it. */
+export function tablesByWorkload (entries: Entry[]): string {
+  const workloads = [...new Set(entries.map((entry) => entry.workload))]
+  return workloads.map((workload) => `**${WORKLOAD_TITLES[workload] ?? workload}**\n\n${table(entries.filter((entry) => entry.workload === workload))}`).join('\n\n')
+}
 
 /** A markdown table (also readable on a terminal): medians of each metric. */
 export function table (entries: Entry[]): string {
