@@ -1,0 +1,285 @@
+import { statSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+
+/** Let's Encrypt's directories: production (default) and staging (`--staging`). */
+export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory'
+export const LETS_ENCRYPT_STAGING = 'https://acme-staging-v02.api.letsencrypt.org/directory'
+
+/** How the main listener gets its certificate. */
+export type TlsMode = 'acme' | 'files' | 'none'
+
+/** The standalone server's configuration: the reference's flags (SPEC §8) and ours. */
+export interface ServerConfig {
+  /** Domains to serve (and to get certificates for); lower case. */
+  domains: string[]
+  /** Web root: `wwwroot/<domain>/` is served for that Host. Absolute. */
+  wwwroot: string
+  /** ACME account contact. */
+  email?: string
+  /** Directory for the ACME account key and certificates; without it they live in memory only. */
+  cache?: string
+  /** History limit per channel (messages). */
+  historyLimit: number
+  /** At most this many static files open at once. */
+  fileLimit: number
+  /** Address to listen on; `::` is every address, IPv6 and IPv4. */
+  host: string
+  /** TLS port for HTTPS and WebSocket (plain HTTP with `tls: 'none'`). */
+  port: number
+  /** Plain HTTP port for ACME http-01 challenges and `redirect`. */
+  httpPort: number
+  /** Also answer on `httpPort` with 301 to https. */
+  redirect: boolean
+  /** Megabytes of compressed static files kept in memory; 0 = off. */
+  compressionCacheMb: number
+  /** Upgrades per source IP per window; 0 = off. */
+  perIpLimit: number
+  /** That window, in seconds. */
+  perIpWindowSec: number
+  tls: TlsMode
+  /** Own certificate chain and key (PEM files), reloaded on SIGHUP. */
+  tlsCert?: string
+  tlsKey?: string
+  /** ACME directory URL. */
+  acmeDirectory: string
+  /** Extra CA (PEM) to trust for the ACME directory — a private CA or a test one such as Pebble. */
+  acmeCaFile?: string
+  /** Listener for the Prometheus endpoint (`/metrics`), e.g. 127.0.0.1:9464. */
+  metricsListen?: { host: string, port: number }
+  /** Seconds between metrics log lines; 0 = off. */
+  metricsLogIntervalSec: number
+  /** Shared authentication key (env MLES_KEY). */
+  key?: string
+  /** Log level (env MLES_LOG_LEVEL). */
+  logLevel: string
+  /** Longest a graceful shutdown may take before connections are cut. */
+  shutdownTimeoutMs: number
+  /** ACME tuning, for tests and private CAs (no flags). */
+  acme: AcmeTuning
+}
+
+export interface AcmeTuning {
+  /** Renew when fewer than this many days remain. Default 30. */
+  renewBeforeDays: number
+  /** How often to check whether a certificate needs renewing. Default 12 h. */
+  checkIntervalMs: number
+  /** Polling of the CA while an order is processed (acme-client's backoff). */
+  pollMinMs: number
+  pollMaxMs: number
+  /** First and longest wait before retrying a failed issuance. */
+  retryMinMs: number
+  retryMaxMs: number
+}
+
+export const DEFAULT_ACME_TUNING: AcmeTuning = {
+  renewBeforeDays: 30,
+  checkIntervalMs: 12 * 60 * 60 * 1000,
+  pollMinMs: 2000,
+  pollMaxMs: 30_000,
+  retryMinMs: 5000,
+  retryMaxMs: 60 * 60 * 1000
+}
+
+/** A bad command line or configuration; the CLI prints it on one line and exits 2. */
+export class ConfigError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+const HOSTNAME = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
+
+function integer (min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`)
+    const number = Number(value)
+    if (number < min || number > max) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`)
+    return number
+  }
+}
+
+function domain (value: string, previous: string[] = []): string[] {
+  const name = value.trim().toLowerCase().replace(/\.$/, '')
+  const ipv4 = IPV4.exec(name)
+  if (!(HOSTNAME.test(name) || (ipv4 !== null && ipv4.slice(1).every((part) => Number(part) <= 255)))) {
+    throw new InvalidArgumentError(`"${value}" is not a domain name`)
+  }
+  return previous.includes(name) ? previous : [...previous, name]
+}
+
+function listenAddress (value: string): { host: string, port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d+)$/.exec(value)
+  if (match === null) throw new InvalidArgumentError('must be HOST:PORT, e.g. 127.0.0.1:9464')
+  const port = Number(match[3])
+  if (port > 65535) throw new InvalidArgumentError('port must be from 0 to 65535')
+  return { host: match[1] ?? match[2], port }
+}
+
+function url (value: string): string {
+  try {
+    const parsed = new URL(value)
+    if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') throw new Error('scheme')
+  } catch {
+    throw new InvalidArgumentError('must be an http(s) URL')
+  }
+  return value
+}
+
+function directory (flag: string, path: string): string {
+  const absolute = resolve(path)
+  let isDirectory = false
+  try {
+    isDirectory = statSync(absolute).isDirectory()
+  } catch {}
+  if (!isDirectory) throw new ConfigError(`${flag}: ${path} is not a directory`)
+  return absolute
+}
+
+function readableFile (flag: string, path: string): string {
+  const absolute = resolve(path)
+  let isFile = false
+  try {
+    isFile = statSync(absolute).isFile()
+  } catch {}
+  if (!isFile) throw new ConfigError(`${flag}: ${path} is not a readable file`)
+  return absolute
+}
+
+export function buildCommand (version: string): Command {
+  return new Command('mles')
+    .description('Mles v2 publish/subscribe server: WebSocket channels, a web root per domain, automatic TLS')
+    .version(version, '-V, --version')
+    .helpOption('-h, --help')
+    .addOption(new Option('-d, --domains <domain...>', 'domain(s) to serve and to get certificates for (repeatable)').argParser(domain))
+    .option('-e, --email <email>', 'contact for the ACME account')
+    .option('-c, --cache <dir>', 'directory for the ACME account key and certificates')
+    .addOption(new Option('-l, --limit <messages>', 'history limit per channel').argParser(integer(0, 1_000_000)).default(200))
+    .addOption(new Option('-f, --filelimit <files>', 'most static files open at once').argParser(integer(1, 1_000_000)).default(256))
+    .option('-w, --wwwroot <dir>', 'web root: DIR/<domain>/ is served for that Host')
+    .option('-s, --staging', 'use the Let\'s Encrypt staging directory', false)
+    .addOption(new Option('-p, --port <port>', 'TLS port for HTTPS and WebSocket').argParser(integer(0, 65535)).default(443))
+    .option('-r, --redirect', 'also listen on --http-port and redirect to https', false)
+    .addOption(new Option('-C, --compression-cache <MB>', 'MB of compressed static files kept in memory; 0 = off').argParser(integer(0, 1_000_000)).default(10))
+    .addOption(new Option('--per-ip-limit <connections>', 'connections allowed per source IP per window; 0 = off').argParser(integer(0, 1_000_000_000)).default(60))
+    .addOption(new Option('--per-ip-window <seconds>', 'that window in seconds').argParser(integer(1, 2_000_000)).default(60))
+    .option('--host <address>', 'address to listen on (default: every address, IPv6 and IPv4)', '::')
+    .addOption(new Option('--http-port <port>', 'plain HTTP port for ACME http-01 and --redirect').argParser(integer(0, 65535)).default(80))
+    .option('--no-tls', 'plain HTTP and WebSocket (development, or behind a TLS-terminating proxy)')
+    .option('--tls-cert <file>', 'own certificate chain (PEM) instead of ACME; reloaded on SIGHUP')
+    .option('--tls-key <file>', 'private key (PEM) for --tls-cert')
+    .addOption(new Option('--acme-directory <url>', 'ACME directory URL (default: Let\'s Encrypt)').argParser(url))
+    .option('--acme-ca-file <file>', 'extra CA (PEM) to trust for the ACME directory')
+    .addOption(new Option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(listenAddress))
+    .addOption(new Option('--metrics-interval <seconds>', 'seconds between metrics log lines; 0 = off').argParser(integer(0, 86_400)).default(300))
+    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully.')
+}
+
+interface ParsedFlags {
+  domains?: string[]
+  email?: string
+  cache?: string
+  limit: number
+  filelimit: number
+  wwwroot?: string
+  staging: boolean
+  port: number
+  redirect: boolean
+  compressionCache: number
+  perIpLimit: number
+  perIpWindow: number
+  host: string
+  httpPort: number
+  tls: boolean
+  tlsCert?: string
+  tlsKey?: string
+  acmeDirectory?: string
+  acmeCaFile?: string
+  metricsListen?: { host: string, port: number }
+  metricsInterval: number
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+/** Turns parsed flags and the environment into a checked configuration. */
+export function configFromFlags (flags: ParsedFlags, env: Record<string, string | undefined>): ServerConfig {
+  if (flags.domains === undefined || flags.domains.length === 0) throw new ConfigError('--domains is required (e.g. --domains example.com)')
+  if (flags.wwwroot === undefined) throw new ConfigError('--wwwroot is required (e.g. --wwwroot /var/www)')
+  const wwwroot = directory('--wwwroot', flags.wwwroot)
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together')
+
+  const acmeFlags = ['email', 'cache', 'acmeDirectory', 'acmeCaFile'].filter((name) => flags[name as keyof ParsedFlags] !== undefined)
+  if (flags.staging) acmeFlags.push('staging')
+  const flagName = (name: string): string => '--' + name.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())
+  let tls: TlsMode = 'acme'
+  if (!flags.tls) {
+    tls = 'none'
+    if (flags.tlsCert !== undefined) throw new ConfigError('--no-tls cannot be combined with --tls-cert/--tls-key')
+    if (flags.redirect) throw new ConfigError('--redirect needs TLS; it cannot be combined with --no-tls')
+    if (acmeFlags.length > 0) throw new ConfigError(`--no-tls cannot be combined with ${flagName(acmeFlags[0])}`)
+  } else if (flags.tlsCert !== undefined) {
+    tls = 'files'
+    if (acmeFlags.length > 0) throw new ConfigError(`--tls-cert/--tls-key cannot be combined with ACME options (${flagName(acmeFlags[0])})`)
+  }
+  if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
+
+  const logLevel = env.MLES_LOG_LEVEL ?? 'info'
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`MLES_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
+  const key = env.MLES_KEY !== undefined && env.MLES_KEY !== '' ? env.MLES_KEY : undefined
+
+  return {
+    domains: flags.domains,
+    wwwroot,
+    email: flags.email,
+    cache: flags.cache === undefined ? undefined : resolve(flags.cache),
+    historyLimit: flags.limit,
+    fileLimit: flags.filelimit,
+    host: flags.host,
+    port: flags.port,
+    httpPort: flags.httpPort,
+    redirect: flags.redirect,
+    compressionCacheMb: flags.compressionCache,
+    perIpLimit: flags.perIpLimit,
+    perIpWindowSec: flags.perIpWindow,
+    tls,
+    tlsCert: flags.tlsCert === undefined ? undefined : readableFile('--tls-cert', flags.tlsCert),
+    tlsKey: flags.tlsKey === undefined ? undefined : readableFile('--tls-key', flags.tlsKey),
+    acmeDirectory: flags.acmeDirectory ?? (flags.staging ? LETS_ENCRYPT_STAGING : LETS_ENCRYPT_PRODUCTION),
+    acmeCaFile: flags.acmeCaFile === undefined ? undefined : readableFile('--acme-ca-file', flags.acmeCaFile),
+    metricsListen: flags.metricsListen,
+    metricsLogIntervalSec: flags.metricsInterval,
+    key,
+    logLevel,
+    shutdownTimeoutMs: 10_000,
+    acme: { ...DEFAULT_ACME_TUNING }
+  }
+}
+
+export type ParseResult =
+  | { kind: 'config', config: ServerConfig }
+  | { kind: 'exit', code: number, output: string }
+
+/**
+ * Parses a command line. Help and version come back as output with exit code 0;
+ * any bad flag or value as one line with exit code 2.
+ */
+export function parseCommandLine (argv: string[], env: Record<string, string | undefined>, version: string): ParseResult {
+  let output = ''
+  const command = buildCommand(version)
+    .exitOverride()
+    .configureOutput({ writeOut: (text) => { output += text }, writeErr: (text) => { output += text } })
+  try {
+    command.parse(argv, { from: 'user' })
+    return { kind: 'config', config: configFromFlags(command.opts<ParsedFlags>(), env) }
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.exitCode === 0) return { kind: 'exit', code: 0, output }
+      const line = error.message.replace(/^error: /, '').split('\n')[0]
+      return { kind: 'exit', code: 2, output: `mles: ${line} (see mles --help)\n` }
+    }
+    if (error instanceof ConfigError) return { kind: 'exit', code: 2, output: `mles: ${error.message}\n` }
+    throw error
+  }
+}

@@ -1,0 +1,258 @@
+import type { Server as HttpServer } from 'node:http'
+import type { Server as HttpsServer, ServerOptions as HttpsOptions } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import fastifyCompress from '@fastify/compress'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import mles, { type MlesMetricsSnapshot } from '../src/index.js'
+import { AcmeCertificates, configureAcmeTransport, FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
+import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type ServerConfig } from './config.js'
+import { metricsRegistry, REFERENCE_METRICS, startMetricsListener } from './metrics.js'
+import { ENCODINGS, hostDomain, registerWebRoot, type WebRootStats } from './webroot.js'
+
+export type { ServerConfig, AcmeTuning, TlsMode } from './config.js'
+export type { CertificateStatus } from './certificates.js'
+
+/** What `startServer` needs; everything but `domains` and `wwwroot` has the CLI's default. */
+export type ServerConfigInput = Partial<ServerConfig> & Pick<ServerConfig, 'domains' | 'wwwroot'>
+
+/** The Mles metrics plus the static file cache's counters. */
+export type ServerMetrics = MlesMetricsSnapshot & { static_compressions: number, static_cache_hits: number, static_peak_open_files: number }
+
+/** A running server, as `run_with_shutdown` gives in the reference. */
+export interface ServerHandle {
+  /** The Fastify app serving HTTPS (or HTTP with `tls: 'none'`) and the Mles endpoint. */
+  app: FastifyInstance
+  /** Where the main listener is bound. */
+  address: AddressInfo
+  /** Where the plain HTTP listener (ACME http-01, redirect) is bound, if any. */
+  httpAddress?: AddressInfo
+  /** Where the Prometheus listener is bound, if any. */
+  metricsAddress?: AddressInfo
+  /** The URL to open: scheme, first domain and port. */
+  url: string
+  metrics: () => ServerMetrics
+  /** Logs a metrics snapshot (what SIGUSR1 does). */
+  logMetrics: () => void
+  /** Re-reads `tlsCert`/`tlsKey` (what SIGHUP does); a no-op without them. */
+  reloadCertificates: () => Promise<void>
+  /** ACME certificate state per domain (empty without ACME). */
+  certificates: () => CertificateStatus[]
+  /** Stops accepting, closes members with 1001, finishes in-flight responses within `shutdownTimeoutMs`. */
+  shutdown: () => Promise<void>
+  /** Settles once the server has shut down. */
+  closed: Promise<void>
+}
+
+/** Fills in the CLI's defaults. */
+export function completeConfig (input: ServerConfigInput): ServerConfig {
+  return {
+    historyLimit: 200,
+    fileLimit: 256,
+    host: '::',
+    port: 443,
+    httpPort: 80,
+    redirect: false,
+    compressionCacheMb: 10,
+    perIpLimit: 60,
+    perIpWindowSec: 60,
+    tls: input.tlsCert !== undefined ? 'files' : 'acme',
+    acmeDirectory: LETS_ENCRYPT_PRODUCTION,
+    metricsLogIntervalSec: 300,
+    logLevel: 'info',
+    shutdownTimeoutMs: 10_000,
+    ...input,
+    domains: input.domains.map((domain) => domain.toLowerCase()),
+    acme: { ...DEFAULT_ACME_TUNING, ...input.acme }
+  }
+}
+
+/** Listens on `host`; `::` (every address) falls back to IPv4-only where IPv6 is off. */
+async function listen (app: FastifyInstance, host: string, port: number): Promise<AddressInfo> {
+  try {
+    await app.listen({ host, port })
+  } catch (error) {
+    if (host !== '::' || (error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error
+    app.log.warn('mles: IPv6 unavailable; listening on IPv4 only')
+    await app.listen({ host: '0.0.0.0', port })
+  }
+  return app.server.address() as AddressInfo
+}
+
+function describeListenError (error: unknown, what: string, host: string, port: number): Error {
+  const code = (error as NodeJS.ErrnoException).code
+  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`
+  if (code === 'EACCES') return new Error(`cannot listen on ${where} for ${what}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; see the README)`)
+  if (code === 'EADDRINUSE') return new Error(`cannot listen on ${where} for ${what}: the address is already in use`)
+  return new Error(`cannot listen on ${where} for ${what}: ${(error as Error).message}`)
+}
+
+/**
+ * Starts the standalone Mles server: the Mles endpoint at `/`, `wwwroot/<domain>/`
+ * for each configured Host, TLS from ACME or files, the plain HTTP listener for
+ * ACME and redirects, metrics. Resolves once listening.
+ */
+export async function startServer (input: ServerConfigInput, options: { logger?: FastifyBaseLogger } = {}): Promise<ServerHandle> {
+  const config = completeConfig(input)
+  const loggerOption = options.logger === undefined ? { logger: { level: config.logLevel } } : { loggerInstance: options.logger }
+
+  let certificates: CertificateSource | undefined
+  let files: FileCertificates | undefined
+  let acmeCertificates: AcmeCertificates | undefined
+  if (config.tls === 'files') {
+    if (config.tlsCert === undefined || config.tlsKey === undefined) throw new Error('tls "files" needs tlsCert and tlsKey')
+    files = new FileCertificates(config.tlsCert, config.tlsKey)
+    await files.load()
+    certificates = files
+  }
+
+  let https: HttpsOptions | undefined
+  if (config.tls !== 'none') {
+    https = {
+      SNICallback: (servername, callback) => { callback(null, certificates?.contextFor(servername)) },
+      ...(certificates?.defaultCertificate() ?? {})
+    }
+  }
+  const app = Fastify({ ...loggerOption, ...(https === undefined ? {} : { https }), return503OnClosing: true }) as unknown as FastifyInstance
+  if (config.tls === 'acme') {
+    await configureAcmeTransport(config.acmeCaFile, config.acme.pollMinMs < 1000)
+    acmeCertificates = new AcmeCertificates({
+      domains: config.domains,
+      directoryUrl: config.acmeDirectory,
+      email: config.email,
+      cacheDir: config.cache,
+      caFile: config.acmeCaFile,
+      tuning: config.acme
+    }, app.log)
+    certificates = acmeCertificates
+  }
+  const setDefaultCertificate = (): void => {
+    const pem = certificates?.defaultCertificate()
+    if (pem !== undefined) (app.server as unknown as HttpsServer).setSecureContext(pem)
+  }
+
+  // @fastify/compress attaches to routes added after it; the web root's cache hook is app-wide, so it runs first.
+  await app.register(fastifyCompress, { encodings: ENCODINGS as Array<'br' | 'gzip'> })
+  const webRootStats: WebRootStats = await registerWebRoot(app, {
+    wwwroot: config.wwwroot,
+    domains: config.domains,
+    fileLimit: config.fileLimit,
+    compressionCacheBytes: config.compressionCacheMb * 1024 * 1024
+  })
+  await app.register(mles, {
+    historyLimit: config.historyLimit,
+    perIpLimit: config.perIpLimit,
+    perIpWindowMs: config.perIpWindowSec * 1000,
+    ...(config.key === undefined ? {} : { key: config.key })
+  })
+
+  let address: AddressInfo
+  try {
+    address = await listen(app, config.host, config.port)
+  } catch (error) {
+    await app.close()
+    throw describeListenError(error, config.tls === 'none' ? 'HTTP' : 'HTTPS', config.host, config.port)
+  }
+
+  // The plain HTTP listener: ACME http-01 challenges and, with `redirect`, 301 to https.
+  let httpApp: FastifyInstance | undefined
+  let httpAddress: AddressInfo | undefined
+  if (config.tls === 'acme' || config.redirect) {
+    httpApp = Fastify({ loggerInstance: app.log, return503OnClosing: true }) as unknown as FastifyInstance
+    const domains = new Set(config.domains)
+    httpApp.get('/.well-known/acme-challenge/:token', async (request, reply) => {
+      const answer = acmeCertificates?.challengeResponse((request.params as { token: string }).token)
+      if (answer === undefined) return await reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no such challenge' })
+      return await reply.type('application/octet-stream').send(answer)
+    })
+    httpApp.get('/*', async (request, reply) => {
+      const domain = hostDomain(request.headers.host)
+      if (!config.redirect || domain === null || !domains.has(domain)) {
+        return await reply.code(404).send({ statusCode: 404, error: 'Not Found', message: config.redirect ? 'unknown host' : 'use https' })
+      }
+      const port = address.port === 443 ? '' : `:${address.port}`
+      return await reply.redirect(`https://${domain}${port}${request.url}`, 301)
+    })
+    try {
+      httpAddress = await listen(httpApp, config.host, config.httpPort)
+    } catch (error) {
+      await Promise.all([app.close(), httpApp.close()])
+      throw describeListenError(error, config.redirect ? 'the redirect and ACME http-01' : 'ACME http-01', config.host, config.httpPort)
+    }
+  }
+
+  if (acmeCertificates !== undefined) {
+    acmeCertificates.onInstalled = setDefaultCertificate
+    await acmeCertificates.start()
+    setDefaultCertificate()
+  }
+
+  const metrics = (): ServerMetrics => ({ ...app.mles.metrics(), static_compressions: webRootStats.compressions, static_cache_hits: webRootStats.cacheHits, static_peak_open_files: webRootStats.peakOpenFiles })
+  const logMetrics = (): void => {
+    const snapshot = metrics()
+    app.log.info({ metrics: snapshot }, 'mles metrics: ' + REFERENCE_METRICS.map((name) => `${name}=${snapshot[name]}`).join(' '))
+  }
+  const metricsTimer = config.metricsLogIntervalSec > 0 ? setInterval(logMetrics, config.metricsLogIntervalSec * 1000) : undefined
+  metricsTimer?.unref()
+
+  let metricsServer: HttpServer | undefined
+  let metricsAddress: AddressInfo | undefined
+  if (config.metricsListen !== undefined) {
+    const registry = metricsRegistry(metrics as () => ServerMetrics & Record<string, number>)
+    try {
+      const started = await startMetricsListener(registry, config.metricsListen.host, config.metricsListen.port)
+      metricsServer = started.server
+      metricsAddress = started.address
+    } catch (error) {
+      await Promise.all([app.close(), httpApp?.close()])
+      throw describeListenError(error, 'metrics', config.metricsListen.host, config.metricsListen.port)
+    }
+  }
+
+  let resolveClosed: () => void = () => {}
+  const closed = new Promise<void>((resolve) => { resolveClosed = resolve })
+  let shuttingDown: Promise<void> | null = null
+  const shutdown = async (): Promise<void> => {
+    if (shuttingDown !== null) return await shuttingDown
+    shuttingDown = (async () => {
+      app.log.info('mles: shutting down')
+      if (metricsTimer !== undefined) clearInterval(metricsTimer)
+      acmeCertificates?.stop()
+      const force = setTimeout(() => {
+        app.log.warn('mles: shutdown timeout; closing remaining connections')
+        app.server.closeAllConnections()
+        httpApp?.server.closeAllConnections()
+        metricsServer?.closeAllConnections()
+      }, config.shutdownTimeoutMs)
+      force.unref()
+      await Promise.all([
+        app.close(),
+        httpApp?.close(),
+        metricsServer === undefined ? undefined : new Promise((resolve) => { metricsServer?.close(resolve) })
+      ])
+      clearTimeout(force)
+      resolveClosed()
+    })()
+    return await shuttingDown
+  }
+
+  const scheme = config.tls === 'none' ? 'http' : 'https'
+  const defaultPort = config.tls === 'none' ? 80 : 443
+  return {
+    app,
+    address,
+    httpAddress,
+    metricsAddress,
+    url: `${scheme}://${config.domains[0]}${address.port === defaultPort ? '' : `:${address.port}`}/`,
+    metrics,
+    logMetrics,
+    reloadCertificates: async () => {
+      if (files === undefined) return
+      await files.load()
+      setDefaultCertificate()
+      app.log.info('mles: certificate reloaded')
+    },
+    certificates: () => acmeCertificates?.status() ?? [],
+    shutdown,
+    closed
+  }
+}
