@@ -1,0 +1,37 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { after } from 'node:test'
+import { fileURLToPath } from 'node:url'
+
+export const CLI = fileURLToPath(new URL('../../example-app/cli.ts', import.meta.url))
+
+export interface RunningCli {
+  child: ChildProcess
+  /** Everything written to stdout so far. */
+  stdout: () => string
+  stderr: () => string
+  /** Resolves with the first stdout match of `pattern`. */
+  waitFor: (pattern: RegExp, timeoutMs?: number) => Promise<RegExpExecArray>
+  exited: Promise<number | null>
+}
+
+/** Runs the `mles` command (from source) with `args`. */
+export function runCli (args: string[], env: Record<string, string> = {}): RunningCli {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  let err = ''
+  child.stdout?.on('data', (chunk: Buffer) => { out += chunk.toString() })
+  child.stderr?.on('data', (chunk: Buffer) => { err += chunk.toString() })
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { resolve(code) }))
+  after(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  const waitFor = async (pattern: RegExp, timeoutMs = 10_000): Promise<RegExpExecArray> => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const match = pattern.exec(out)
+      if (match !== null) return match
+      if (child.exitCode !== null) throw new Error(`mles exited with ${child.exitCode} before printing ${pattern}: ${out}${err}`)
+      if (Date.now() > deadline) throw new Error(`no ${pattern} within ${timeoutMs} ms: ${out}${err}`)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+  }
+  return { child, stdout: () => out, stderr: () => err, waitFor, exited }
+}
