@@ -72,3 +72,11 @@ test('MLES_KEY is honoured and MLES_LOG_LEVEL sets the log level', async () => {
   assert.equal(await cli.exited, 0)
   assert.ok(!cli.stdout().includes('"level":30'), 'no info lines at warn level')
 })
+
+test('npx mles works from the project folder (package bin)', async () => {
+  const { execFile } = await import('node:child_process')
+  const { promisify } = await import('node:util')
+  const root = fileURLToPath(new URL('../../', import.meta.url))
+  const { stdout } = await promisify(execFile)('npx', ['--no-install', 'mles', '--version'], { cwd: root })
+  assert.match(stdout, /^\d+\.\d+\.\d+\n$/)
+})

@@ -1,4 +1,7 @@
-import WebSocket, { type ClientOptions } from 'ws'
+import WebSocket, { type ClientOptions as WsClientOptions } from 'ws'
+
+/** ws options plus the TLS ones ws passes through to tls.connect. */
+export type ClientOptions = WsClientOptions & { servername?: string }
 
 export interface Received {
   data: Buffer
