@@ -245,15 +245,16 @@ export class AcmeCertificates implements CertificateSource {
   }
 }
 
-/** Makes acme-client trust an extra CA for the directory (on top of Node's roots) and fail fast in tests. */
-export async function configureAcmeTransport (caFile: string | undefined, quickRetries: boolean): Promise<void> {
+/** Makes acme-client trust an extra CA for the directory (on top of Node's roots) and sets how often it retries a request. */
+export async function configureAcmeTransport (caFile: string | undefined, requestRetries: number): Promise<void> {
   const defaults = acme.axios.defaults as typeof acme.axios.defaults & { acmeSettings?: { retryMaxAttempts: number, retryDefaultDelay: number } }
   if (caFile !== undefined) {
     const extra = await readFile(caFile, 'utf8')
     defaults.httpsAgent = new Agent({ ca: [...rootCertificates, extra], keepAlive: true })
   }
-  if (quickRetries && defaults.acmeSettings !== undefined) {
-    defaults.acmeSettings.retryMaxAttempts = 2
-    defaults.acmeSettings.retryDefaultDelay = 1
+  if (defaults.acmeSettings !== undefined) {
+    defaults.acmeSettings.retryMaxAttempts = requestRetries
+    // acme-client waits 5 s and more between retries; with few retries (tests), wait 1 s.
+    if (requestRetries < 5) defaults.acmeSettings.retryDefaultDelay = 1
   }
 }

@@ -70,6 +70,8 @@ export interface AcmeTuning {
   /** First and longest wait before retrying a failed issuance. */
   retryMinMs: number
   retryMaxMs: number
+  /** How often acme-client retries one failed request to the CA (its own default is 5, with waits of 5 s and more). */
+  requestRetries: number
 }
 
 export const DEFAULT_ACME_TUNING: AcmeTuning = {
@@ -78,7 +80,8 @@ export const DEFAULT_ACME_TUNING: AcmeTuning = {
   pollMinMs: 2000,
   pollMaxMs: 30_000,
   retryMinMs: 5000,
-  retryMaxMs: 60 * 60 * 1000
+  retryMaxMs: 60 * 60 * 1000,
+  requestRetries: 5
 }
 
 /** A bad command line or configuration; the CLI prints it on one line and exits 2. */

@@ -114,7 +114,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
   }
   const app = Fastify({ ...loggerOption, ...(https === undefined ? {} : { https }), return503OnClosing: true }) as unknown as FastifyInstance
   if (config.tls === 'acme') {
-    await configureAcmeTransport(config.acmeCaFile, config.acme.pollMinMs < 1000)
+    await configureAcmeTransport(config.acmeCaFile, config.acme.requestRetries)
     acmeCertificates = new AcmeCertificates({
       domains: config.domains,
       directoryUrl: config.acmeDirectory,

@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import type { ServerHandle } from '../../example-app/server.js'
 import { TestClient } from '../helpers/client.js'
 import { freePort, startPebble, type Pebble } from '../helpers/pebble.js'
-import { makeWebRoot, startStandalone } from '../helpers/standalone.js'
+import { get, makeWebRoot, startStandalone } from '../helpers/standalone.js'
 import { waitFor } from '../helpers/server.js'
 import { peerCertificate } from '../helpers/tls-client.js'
 
@@ -14,7 +14,7 @@ import { peerCertificate } from '../helpers/tls-client.js'
 // names served by SNI, the cache reused on restart, renewal while connected.
 const domains = ['a.localhost', 'b.localhost']
 const www = makeWebRoot({ 'a.localhost/index.html': 'A', 'b.localhost/index.html': 'B' })
-const fastAcme = { pollMinMs: 100, pollMaxMs: 1000, retryMinMs: 200, retryMaxMs: 2000, renewBeforeDays: 30, checkIntervalMs: 60_000 }
+const fastAcme = { pollMinMs: 100, pollMaxMs: 1000, retryMinMs: 200, retryMaxMs: 2000, renewBeforeDays: 30, checkIntervalMs: 60_000, requestRetries: 2 }
 
 let pebble: Pebble
 let httpPort: number
@@ -75,11 +75,15 @@ test('certificates for two names from Pebble, served by SNI; Mles over wss with 
   await offline.shutdown()
 })
 
-test('renewal swaps the certificate without a restart while a client stays connected', async () => {
+test('renewal swaps the certificate without a restart while a client stays connected; --redirect keeps answering http-01', async () => {
   const cache = mkdtempSync(join(tmpdir(), 'mles-acme-cache-'))
   // every certificate counts as due: each check renews
-  const server = await startAcme(cache, { domains: ['a.localhost'], acme: { ...fastAcme, renewBeforeDays: 100_000, checkIntervalMs: 700 } })
+  // with --redirect on the same port, which must still answer the http-01 challenges
+  const server = await startAcme(cache, { domains: ['a.localhost'], redirect: true, acme: { ...fastAcme, renewBeforeDays: 100_000, checkIntervalMs: 700 } })
   await waitFor(() => server.certificates()[0].notAfter !== null, 'a certificate', 20_000)
+  const redirect = await get(httpPort, '/page', { host: 'a.localhost' })
+  assert.equal(redirect.status, 301)
+  assert.equal(redirect.headers.location, `https://a.localhost:${server.address.port}/page`)
   const root = await pebble.issuingRoot()
   const port = server.address.port
   const url = `wss://127.0.0.1:${port}/`
