@@ -131,23 +131,15 @@ function url (value: string): string {
   return value
 }
 
-function directory (flag: string, path: string): string {
+/** `path` made absolute, if it names an existing directory or file; otherwise a ConfigError naming `flag`. */
+function existing (kind: 'directory' | 'file', flag: string, path: string): string {
   const absolute = resolve(path)
-  let isDirectory = false
+  let found = false
   try {
-    isDirectory = statSync(absolute).isDirectory()
+    const info = statSync(absolute)
+    found = kind === 'directory' ? info.isDirectory() : info.isFile()
   } catch {}
-  if (!isDirectory) throw new ConfigError(`${flag}: ${path} is not a directory`)
-  return absolute
-}
-
-function readableFile (flag: string, path: string): string {
-  const absolute = resolve(path)
-  let isFile = false
-  try {
-    isFile = statSync(absolute).isFile()
-  } catch {}
-  if (!isFile) throw new ConfigError(`${flag}: ${path} is not a readable file`)
+  if (!found) throw new ConfigError(`${flag}: ${path} is not ${kind === 'directory' ? 'a directory' : 'a readable file'}`)
   return absolute
 }
 
@@ -210,7 +202,7 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function configFromFlags (flags: ParsedFlags, env: Record<string, string | undefined>): ServerConfig {
   if (flags.domains === undefined || flags.domains.length === 0) throw new ConfigError('--domains is required (e.g. --domains example.com)')
   if (flags.wwwroot === undefined) throw new ConfigError('--wwwroot is required (e.g. --wwwroot /var/www)')
-  const wwwroot = directory('--wwwroot', flags.wwwroot)
+  const wwwroot = existing('directory', '--wwwroot', flags.wwwroot)
   if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together')
 
   const acmeFlags = ['email', 'cache', 'acmeDirectory', 'acmeCaFile'].filter((name) => flags[name as keyof ParsedFlags] !== undefined)
@@ -247,10 +239,10 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     perIpLimit: flags.perIpLimit,
     perIpWindowSec: flags.perIpWindow,
     tls,
-    tlsCert: flags.tlsCert === undefined ? undefined : readableFile('--tls-cert', flags.tlsCert),
-    tlsKey: flags.tlsKey === undefined ? undefined : readableFile('--tls-key', flags.tlsKey),
+    tlsCert: flags.tlsCert === undefined ? undefined : existing('file', '--tls-cert', flags.tlsCert),
+    tlsKey: flags.tlsKey === undefined ? undefined : existing('file', '--tls-key', flags.tlsKey),
     acmeDirectory: flags.acmeDirectory ?? (flags.staging ? LETS_ENCRYPT_STAGING : LETS_ENCRYPT_PRODUCTION),
-    acmeCaFile: flags.acmeCaFile === undefined ? undefined : readableFile('--acme-ca-file', flags.acmeCaFile),
+    acmeCaFile: flags.acmeCaFile === undefined ? undefined : existing('file', '--acme-ca-file', flags.acmeCaFile),
     metricsListen: flags.metricsListen,
     metricsLogIntervalSec: flags.metricsInterval,
     key,

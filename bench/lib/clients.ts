@@ -83,14 +83,13 @@ function mqttPacket (type: number, body: Buffer): Buffer {
 }
 
 /**
- * MQTT 5 over WebSocket (Mosquitto): a topic per channel, QoS 0, subscribed
- * with No Local so a publisher does not get its own messages back, as in Mles.
+ * Reassembles a byte stream carried in WebSocket frames (MQTT, NATS): `parse`
+ * consumes whole messages from `data[at, end)` and returns where it stopped;
+ * the rest waits for the next frame.
  */
-const connectMqtt: Connector = async (port, uid, channel, handlers) => {
-  let subscribed: () => void = () => {}
-  const ready = new Promise<void>((resolve) => { subscribed = resolve })
+function streamParser (parse: (data: Buffer, at: number, end: number) => number): (data: Buffer, from: number, to: number) => void {
   let pending: Buffer | null = null
-  const parse = (data: Buffer, from: number, to: number): void => {
+  return (data, from, to) => {
     let buffer = data
     let at = from
     let end = to
@@ -100,6 +99,19 @@ const connectMqtt: Connector = async (port, uid, channel, handlers) => {
       at = 0
       end = buffer.length
     }
+    const stopped = parse(buffer, at, end)
+    if (stopped < end) pending = Buffer.from(buffer.subarray(stopped, end))
+  }
+}
+
+/**
+ * MQTT 5 over WebSocket (Mosquitto): a topic per channel, QoS 0, subscribed
+ * with No Local so a publisher does not get its own messages back, as in Mles.
+ */
+const connectMqtt: Connector = async (port, uid, channel, handlers) => {
+  let subscribed: () => void = () => {}
+  const ready = new Promise<void>((resolve) => { subscribed = resolve })
+  const parse = streamParser((buffer, at, end) => {
     while (end - at >= 2) {
       const type = buffer[at] >> 4
       let remaining = 0
@@ -132,8 +144,8 @@ const connectMqtt: Connector = async (port, uid, channel, handlers) => {
       }
       at = packetEnd
     }
-    if (at < end) pending = Buffer.from(buffer.subarray(at, end))
-  }
+    return at
+  })
   const ws = await RawWebSocket.open(port, '/mqtt', 'mqtt', (_opcode, data, start, end) => { parse(data, start, end) })
   const connect = Buffer.concat([mqttString('MQTT'), Buffer.from([5, 0x02, 0, 0, 0]), mqttString(uid)])
   ws.send(BINARY, mqttPacket(0x10, connect))
@@ -158,18 +170,8 @@ const connectMqtt: Connector = async (port, uid, channel, handlers) => {
 const connectNats: Connector = async (port, _uid, channel, handlers) => {
   let subscribed: () => void = () => {}
   const ready = new Promise<void>((resolve) => { subscribed = resolve })
-  let pending: Buffer | null = null
   let ws: RawWebSocket | null = null
-  const parse = (data: Buffer, from: number, to: number): void => {
-    let buffer = data
-    let at = from
-    let end = to
-    if (pending !== null) {
-      buffer = Buffer.concat([pending, data.subarray(from, to)])
-      pending = null
-      at = 0
-      end = buffer.length
-    }
+  const parse = streamParser((buffer, at, end) => {
     while (at < end) {
       const lineEnd = buffer.indexOf(0x0a, at)
       if (lineEnd === -1 || lineEnd >= end) break
@@ -189,8 +191,8 @@ const connectNats: Connector = async (port, _uid, channel, handlers) => {
       else if (word === '-ERR') process.stderr.write(`nats: ${buffer.toString('latin1', at, lineEnd)}\n`)
       at = lineEnd + 1
     }
-    if (at < end) pending = Buffer.from(buffer.subarray(at, end))
-  }
+    return at
+  })
   ws = await RawWebSocket.open(port, '/', null, (_opcode, data, start, end) => { parse(data, start, end) })
   ws.send(BINARY, `CONNECT {"verbose":false,"pedantic":false,"echo":false,"protocol":1}\r\nSUB ${channel} 1\r\nPING\r\n`)
   await ready
