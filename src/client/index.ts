@@ -1,13 +1,12 @@
 /**
- * fastify-mles/client — what a client needs to speak Mles v2 (SPEC §2, §3).
- * The full MlesClient (reconnect, dedup, resync, proxy) builds on these.
+ * fastify-mles/client — an Mles v2 client for Node and browsers (SPEC §2, §3, §5, §6).
  */
 import { computeAuth } from '../protocol/siphash.js'
 
 export { computeAuth, sipHash24Hex } from '../protocol/siphash.js'
-
-/** The WebSocket subprotocol to offer. */
-export const MLES_PROTOCOL = 'mles-websocket'
+export { MlesClient, MLES_PROTOCOL, frameText } from './mles-client.js'
+export type { MlesClientOptions, MlesClientEvents, MlesClientState, MlesMessage, ReconnectOptions, WebSocketFactory, WebSocketLike } from './mles-client.js'
+export { FrameDeduplicator, frameHash } from './dedup.js'
 
 export interface JoinOptions {
   uid: string

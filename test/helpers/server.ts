@@ -14,12 +14,13 @@ export interface RunningServer {
 export async function startMles (
   options: MlesOptions = {},
   setup?: (app: FastifyInstance) => void | Promise<void>,
-  fastifyOptions: FastifyServerOptions = {}
+  fastifyOptions: FastifyServerOptions = {},
+  port = 0
 ): Promise<RunningServer> {
   const app = Fastify({ logger: false, ...fastifyOptions })
   if (setup !== undefined) await setup(app)
   await app.register(mles, options)
-  await app.listen({ port: 0, host: '127.0.0.1' })
+  await app.listen({ port, host: '127.0.0.1' })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('no port')
   const path = options.path ?? '/'
