@@ -7,6 +7,8 @@ export { computeAuth, sipHash24Hex } from '../protocol/siphash.js'
 export { MlesClient, MLES_PROTOCOL, frameText } from './mles-client.js'
 export type { MlesClientOptions, MlesClientEvents, MlesClientState, MlesMessage, ReconnectOptions, WebSocketFactory, WebSocketLike } from './mles-client.js'
 export { FrameDeduplicator, frameHash } from './dedup.js'
+export { MlesProxy } from './proxy.js'
+export type { MlesProxyOptions, MlesProxyEvents } from './proxy.js'
 
 export interface JoinOptions {
   uid: string

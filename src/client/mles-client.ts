@@ -109,7 +109,8 @@ async function defaultWebSocket (): Promise<WebSocketFactory> {
 export class MlesClient extends TypedEmitter<MlesClientEvents> {
   readonly uid: string
   readonly channel: string
-  private readonly joinFrame: string
+  /** The first frame this client sends on every connection. */
+  readonly joinFrame: string
   private readonly dedup: FrameDeduplicator | null
   private readonly reconnect: Required<ReconnectOptions> | null
   private readonly resyncLog: LoggedFrame[] | null
@@ -164,6 +165,11 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
 
   get state (): MlesClientState {
     return this.currentState
+  }
+
+  /** Bytes handed to the socket but not yet sent. */
+  get bufferedAmount (): number {
+    return (this.socket as { bufferedAmount?: number } | null)?.bufferedAmount ?? 0
   }
 
   private setState (state: MlesClientState): void {
@@ -309,13 +315,17 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
     this.iterators.clear()
   }
 
-  /** Closes for good (code 1000); no reconnect; iterators end. */
-  close (): void {
+  /** Closes for good (code 1000): no reconnect, iterators end. Resolves once the socket has closed. */
+  async close (): Promise<void> {
     if (this.currentState === 'closed') return
     const socket = this.socket
     this.finish(1000, 'closed by client')
     this.socket = null
-    socket?.close(1000)
+    if (socket === null || socket.readyState === 3) return
+    await new Promise<void>((resolve) => {
+      socket.onclose = () => { resolve() }
+      socket.close(1000)
+    })
   }
 
   /** Every later message and join frame, in order, until the client closes. */

@@ -3,6 +3,7 @@ import { after } from 'node:test'
 import { fileURLToPath } from 'node:url'
 
 export const CLI = fileURLToPath(new URL('../../example-app/cli.ts', import.meta.url))
+export const CLIENT_CLI = fileURLToPath(new URL('../../src/client/cli.ts', import.meta.url))
 
 export interface RunningCli {
   child: ChildProcess
@@ -16,7 +17,16 @@ export interface RunningCli {
 
 /** Runs the `mles` command (from source) with `args`. */
 export function runCli (args: string[], env: Record<string, string> = {}): RunningCli {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  return runScript(CLI, args, env, 'ignore')
+}
+
+/** Runs the `mles-client` command (from source); `stdin` 'pipe' lets the test write to it. */
+export function runClientCli (args: string[], env: Record<string, string> = {}, stdin: 'pipe' | 'ignore' = 'pipe'): RunningCli {
+  return runScript(CLIENT_CLI, args, env, stdin)
+}
+
+function runScript (script: string, args: string[], env: Record<string, string>, stdin: 'pipe' | 'ignore'): RunningCli {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env: { ...process.env, ...env }, stdio: [stdin, 'pipe', 'pipe'] })
   let out = ''
   let err = ''
   child.stdout?.on('data', (chunk: Buffer) => { out += chunk.toString() })
