@@ -1,6 +1,8 @@
+import { existsSync } from 'node:fs'
 import type { Server as HttpServer } from 'node:http'
 import type { Server as HttpsServer, ServerOptions as HttpsOptions } from 'node:https'
 import type { AddressInfo } from 'node:net'
+import { fileURLToPath } from 'node:url'
 import fastifyCompress from '@fastify/compress'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import mles, { type MlesMetricsSnapshot } from '../src/index.js'
@@ -63,6 +65,30 @@ export function completeConfig (input: ServerConfigInput): ServerConfig {
     ...input,
     domains: input.domains.map((domain) => domain.toLowerCase()),
     acme: { ...DEFAULT_ACME_TUNING, ...input.acme }
+  }
+}
+
+/** Where pages load the browser client from, on every configured domain. */
+export const CLIENT_BUNDLE_PATH = '/_mles/client.js'
+
+/** The browser bundle built by `npm run build` (dist/browser), found from source and from dist alike. */
+function clientBundleFile (): string | undefined {
+  return ['../browser/mles-client.js', '../dist/browser/mles-client.js']
+    .map((relative) => fileURLToPath(new URL(relative, import.meta.url)))
+    .find((candidate) => existsSync(candidate))
+}
+
+function serveClientBundle (app: FastifyInstance): void {
+  const file = clientBundleFile()
+  if (file === undefined) {
+    app.log.warn('mles: the browser client bundle is missing (run npm run build); /_mles/client.js answers 404')
+    return
+  }
+  const directory = fileURLToPath(new URL('.', `file://${file}`))
+  for (const name of ['client.js', 'client.js.map']) {
+    app.get(`/_mles/${name}`, async (_request, reply) => {
+      return await reply.header('cache-control', 'public, max-age=3600').sendFile(name === 'client.js' ? 'mles-client.js' : 'mles-client.js.map', directory)
+    })
   }
 }
 
@@ -138,6 +164,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     fileLimit: config.fileLimit,
     compressionCacheBytes: config.compressionCacheMb * 1024 * 1024
   })
+  serveClientBundle(app)
   await app.register(mles, {
     historyLimit: config.historyLimit,
     perIpLimit: config.perIpLimit,

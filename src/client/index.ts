@@ -9,6 +9,8 @@ export type { MlesClientOptions, MlesClientEvents, MlesClientState, MlesMessage,
 export { FrameDeduplicator, frameHash } from './dedup.js'
 export { MlesProxy } from './proxy.js'
 export type { MlesProxyOptions, MlesProxyEvents } from './proxy.js'
+export { MlesMqttBridge } from './mqtt-bridge.js'
+export type { MlesMqttBridgeOptions, MlesMqttBridgeEvents } from './mqtt-bridge.js'
 
 export interface JoinOptions {
   uid: string

@@ -91,11 +91,14 @@ test('interactive on a terminal: lines sent, frames shown with the sender, Ctrl-
   // `script` gives the command a pseudo-terminal; we type into it.
   const command = `${process.execPath} --import tsx ${CLIENT_CLI} -s ${url} -c c -u tty`
   const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'], cwd: process.cwd() })
-  after(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  after(async () => {
+    if (child.exitCode === null) child.kill('SIGKILL')
+    await app.close()
+  })
   let output = ''
   child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
   await waitFor(() => output.includes('joined c on'), 'the join line', 10_000)
-  assert.match(output, /\* peer joined/)
+  await waitFor(() => output.includes('* peer joined'), 'the replayed join frame shown as a join')
   child.stdin.write('typed line\r')
   assert.equal((await peer.next()).text, 'typed line')
   peer.send(JSON.stringify({ uid: 'peer', message: 'hi tty' }))
@@ -104,5 +107,4 @@ test('interactive on a terminal: lines sent, frames shown with the sender, Ctrl-
   const code = await new Promise<number | null>((resolve) => child.on('exit', resolve))
   assert.equal(code, 0)
   peer.close()
-  await app.close()
 })
