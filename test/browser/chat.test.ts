@@ -1,3 +1,4 @@
+/// <reference lib="dom" />
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
