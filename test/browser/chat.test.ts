@@ -56,7 +56,7 @@ async function say (page: Page, text: string): Promise<void> {
 }
 
 async function seeText (page: Page, text: string): Promise<void> {
-  await page.waitForFunction((wanted) => [...document.querySelectorAll('#messages li')].some((item) => item.textContent?.includes(wanted) === true), text, { timeout: 10_000 })
+  await page.waitForFunction((wanted) => Array.from(document.querySelectorAll('#messages li')).some((item) => item.textContent?.includes(wanted) === true), text, { timeout: 10_000 })
 }
 
 async function status (page: Page, state: string): Promise<void> {
