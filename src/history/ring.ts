@@ -36,6 +36,8 @@ export class HistoryRing {
   private count = 0
   private totalBytes = 0
   private nextBase = 0
+  /** Whether the last `append` kept its frame (false when the history keeps none or the frame alone is over `maxBytes`). */
+  lastAppendKept = false
 
   constructor (
     private readonly limit: number,
@@ -55,7 +57,11 @@ export class HistoryRing {
    */
   append (payload: Uint8Array, isBinary: boolean): Buffer {
     const length = wireLength(payload.length)
-    if (this.limit === 0 || length > this.maxBytes) return encodeFrame(payload, isBinary)
+    if (this.limit === 0 || length > this.maxBytes) {
+      this.lastAppendKept = false
+      return encodeFrame(payload, isBinary)
+    }
+    this.lastAppendKept = true
     while (this.count > 0 && (this.count === this.limit || this.totalBytes + length > this.maxBytes)) {
       this.evictOldest()
     }

@@ -1,4 +1,5 @@
 import { HistoryRing } from '../history/ring.js'
+import type { HistoryStore } from '../history/store.js'
 import type { Metrics } from '../metrics.js'
 import { framePayload, isBinaryFrame } from '../protocol/frame.js'
 import { Channel, type ChannelMember, type MlesFrame, type MlesFrameListener } from './channel.js'
@@ -25,7 +26,9 @@ export class Hub<M extends HubMember> {
     private readonly limits: HubLimits,
     private readonly outbox: Outbox,
     private readonly metrics: Metrics,
-    private readonly onListenerError: (error: unknown) => void
+    private readonly onListenerError: (error: unknown) => void,
+    /** Durable history of a single node (`historyDir`); null keeps history in memory only. */
+    private readonly store: HistoryStore | null = null
   ) {}
 
   get channelCount (): number {
@@ -43,7 +46,11 @@ export class Hub<M extends HubMember> {
   private channelOrCreate (name: string): Channel<M> {
     let channel = this.channels.get(name)
     if (channel === undefined) {
-      channel = new Channel<M>(name, new HistoryRing(this.limits.historyLimit, this.limits.historyMaxBytes), Date.now())
+      const history = new HistoryRing(this.limits.historyLimit, this.limits.historyMaxBytes)
+      if (this.store !== null) {
+        for (const wire of this.store.load(name)) history.append(framePayload(wire), isBinaryFrame(wire))
+      }
+      channel = new Channel<M>(name, history, Date.now())
       this.channels.set(name, channel)
     }
     return channel
@@ -70,6 +77,7 @@ export class Hub<M extends HubMember> {
     this.metrics.totalMessagesSent += history.size
 
     const wire = history.append(storedJoinFrame, false)
+    if (this.store !== null && history.lastAppendKept) this.store.append(name, wire, history.size)
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, member.uid, true)
     return channel
@@ -89,6 +97,7 @@ export class Hub<M extends HubMember> {
    */
   publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null): void {
     const wire = channel.history.append(payload, isBinary)
+    if (this.store !== null && channel.history.lastAppendKept) this.store.append(channel.name, wire, channel.history.size)
     const members = channel.members
     let delivered = 0
     for (let i = members.length - 1; i >= 0; i--) {
@@ -131,6 +140,7 @@ export class Hub<M extends HubMember> {
     for (const channel of this.channels.values()) {
       if (channel.isUnused() && now - channel.lastActivity >= this.limits.channelIdleMs) {
         this.channels.delete(channel.name)
+        if (this.store !== null) this.store.forget(channel.name)
       }
     }
   }
