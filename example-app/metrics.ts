@@ -20,7 +20,9 @@ const EXTRA_METRICS = [
   'dropped_messages_rate',
   'dropped_slow_consumers',
   'dropped_keepalive',
-  'dropped_join_timeout'
+  'dropped_join_timeout',
+  'cluster_errors',
+  'cluster_outages'
 ] as const
 
 /**

@@ -30,6 +30,7 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
   }
 
   const server = new MlesServer(options, app.log)
+  await server.start()
   app.decorate('mles', server as MlesApi)
   addUpgradeRoute(app, server)
   // preClose, not onClose: upgraded sockets hold the HTTP server open, so they must close before it can.
@@ -47,7 +48,7 @@ const plugin = fastifyPlugin<MlesOptions>(mles, {
 
 export default plugin
 export { plugin as mles }
-export type { MlesOptions, ResolvedOptions } from './options.js'
+export type { MlesOptions, MlesRedisOptions, ResolvedOptions } from './options.js'
 export { MlesOptionError, DEFAULT_OPTIONS } from './options.js'
 export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './server.js'
 export type { MlesFrame, MlesFrameListener } from './hub/channel.js'

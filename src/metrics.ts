@@ -32,6 +32,10 @@ export interface MlesMetricsSnapshot {
   rejected_headers: number
   rejected_auth: number
   rejected_duplicates: number
+  /** Cluster mode (`redis`): failed Redis commands and connection errors. */
+  cluster_errors: number
+  /** Cluster mode: times the connection to Redis was lost. */
+  cluster_outages: number
 }
 
 /** The server's counters: plain fields, bumped in place on the hot path. */
@@ -48,6 +52,8 @@ export class Metrics {
   rejectedHeaders = 0
   rejectedAuth = 0
   rejectedDuplicates = 0
+  clusterErrors = 0
+  clusterOutages = 0
 
   snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
     return {
@@ -65,7 +71,9 @@ export class Metrics {
       dropped_join_timeout: this.droppedJoinTimeout,
       rejected_headers: this.rejectedHeaders,
       rejected_auth: this.rejectedAuth,
-      rejected_duplicates: this.rejectedDuplicates
+      rejected_duplicates: this.rejectedDuplicates,
+      cluster_errors: this.clusterErrors,
+      cluster_outages: this.clusterOutages
     }
   }
 }

@@ -33,6 +33,25 @@ export interface MlesOptions {
    * `maxMessageBytes`.
    */
   maxBufferedBytes?: number
+  /**
+   * Runs this endpoint as one node of a cluster joined through Redis: a Redis
+   * URL (`redis://[:password@]host[:port][/db]`, `rediss://` for TLS) or
+   * `{ url, ... }` for the finer settings. Channels, history and uids then
+   * span every node using the same Redis and `keyPrefix`. Default: none (one node).
+   */
+  redis?: string | MlesRedisOptions
+}
+
+/** The Redis engine's settings (option `redis`). */
+export interface MlesRedisOptions {
+  /** `redis://` or `rediss://` URL. */
+  url: string
+  /** Prefix of every key and pub/sub channel used; nodes sharing it share channels. Default `'mles:'`. */
+  keyPrefix?: string
+  /** How long a crashed node's uids stay taken; renewed every third of it. Default 15 000 ms. */
+  leaseTtlMs?: number
+  /** How long `app.register` waits for Redis before failing. Default 5000 ms. */
+  connectTimeoutMs?: number
 }
 
 /** Options after defaults, validated. */
@@ -51,6 +70,7 @@ export interface ResolvedOptions {
   perIpLimit: number
   perIpWindowMs: number
   maxBufferedBytes: number
+  redis: Required<MlesRedisOptions> | undefined
 }
 
 const MiB = 1024 * 1024
@@ -58,7 +78,7 @@ const DAY_MS = 24 * 60 * 60 * 1000
 /** The longest delay Node's timers accept. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key'>> = Object.freeze({
+export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis'>> = Object.freeze({
   path: '/',
   historyLimit: 200,
   historyMaxBytes: 10 * MiB,
@@ -75,7 +95,7 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key'>> = Object.fr
 })
 
 /** Integer options and their accepted ranges. */
-const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key'>, readonly [number, number]> = {
+const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 'redis'>, readonly [number, number]> = {
   historyLimit: [0, 1_000_000],
   historyMaxBytes: [0, Number.MAX_SAFE_INTEGER],
   channelIdleMs: [1, 100 * 365 * DAY_MS],
@@ -117,13 +137,48 @@ function integerOption (name: keyof typeof INTEGER_RANGES, value: unknown): numb
   return value
 }
 
+const REDIS_KEYS = ['url', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs']
+
+function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
+  if (value === undefined) return undefined
+  const given = (typeof value === 'string' ? { url: value } : value) as Record<string, unknown>
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) {
+    throw new MlesOptionError('redis', `must be a redis:// URL or { url, keyPrefix?, leaseTtlMs?, connectTimeoutMs? } (got ${describe(value)})`)
+  }
+  for (const name of Object.keys(given)) {
+    if (!REDIS_KEYS.includes(name)) throw new MlesOptionError(`redis.${name}`, `is not a setting of the Redis engine; known: ${REDIS_KEYS.join(', ')}`)
+  }
+  let scheme = ''
+  try {
+    if (typeof given.url === 'string') scheme = new URL(given.url).protocol
+  } catch {}
+  if (scheme !== 'redis:' && scheme !== 'rediss:') {
+    throw new MlesOptionError('redis.url', `must be a redis:// or rediss:// URL (got ${describe(given.url)})`)
+  }
+  const keyPrefix = given.keyPrefix ?? 'mles:'
+  if (typeof keyPrefix !== 'string') throw new MlesOptionError('redis.keyPrefix', `must be a string (got ${describe(keyPrefix)})`)
+  const integer = (name: string, fallback: number, min: number): number => {
+    const setting = given[name] ?? fallback
+    if (typeof setting !== 'number' || !Number.isInteger(setting) || setting < min || setting > MAX_TIMER_MS) {
+      throw new MlesOptionError(`redis.${name}`, `must be an integer from ${min} to ${MAX_TIMER_MS} (got ${describe(setting)})`)
+    }
+    return setting
+  }
+  return {
+    url: given.url as string,
+    keyPrefix,
+    leaseTtlMs: integer('leaseTtlMs', 15_000, 30),
+    connectTimeoutMs: integer('connectTimeoutMs', 5000, 1)
+  }
+}
+
 /** Applies defaults and validates; throws `MlesOptionError` naming the first bad option and its accepted range. */
 export function resolveOptions (options: MlesOptions | undefined, env: Record<string, string | undefined> = process.env): ResolvedOptions {
   if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
     throw new MlesOptionError('options', `must be an object (got ${describe(options)})`)
   }
   const given = (options ?? {}) as Record<string, unknown>
-  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES)])
+  const known = new Set<string>(['path', 'key', 'redis', ...Object.keys(INTEGER_RANGES)])
   for (const name of Object.keys(given)) {
     if (!known.has(name) && !FASTIFY_REGISTER_KEYS.has(name)) {
       throw new MlesOptionError(name, `is not an option of fastify-mles; known options: ${[...known].join(', ')}`)
@@ -159,7 +214,8 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     joinTimeoutMs: integerOption('joinTimeoutMs', given.joinTimeoutMs),
     perIpLimit: integerOption('perIpLimit', given.perIpLimit),
     perIpWindowMs: integerOption('perIpWindowMs', given.perIpWindowMs),
-    maxBufferedBytes: integerOption('maxBufferedBytes', given.maxBufferedBytes)
+    maxBufferedBytes: integerOption('maxBufferedBytes', given.maxBufferedBytes),
+    redis: redisOption(given.redis)
   }
 
   // Defaults of the byte bounds follow a larger maxMessageBytes instead of failing.

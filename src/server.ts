@@ -1,5 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
+import { RedisBus } from './cluster/redis-bus.js'
 import type { MlesFrameListener } from './hub/channel.js'
 import { Hub } from './hub/hub.js'
 import { Outbox } from './hub/outbox.js'
@@ -64,6 +65,7 @@ export class MlesServer implements MlesApi, SessionContext {
   readonly counters = new Metrics()
   readonly hub: Hub<Session>
   readonly limiter: PerIpLimiter
+  readonly cluster: RedisBus<Session> | null
   private readonly outbox = new Outbox()
   private readonly sessions = new Set<Session>()
   private readonly keepAlive: KeepAlive
@@ -75,9 +77,13 @@ export class MlesServer implements MlesApi, SessionContext {
     readonly options: ResolvedOptions,
     readonly log: FastifyBaseLogger
   ) {
+    const redis = options.redis
+    this.cluster = redis === undefined
+      ? null
+      : new RedisBus<Session>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
     this.hub = new Hub<Session>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
-    })
+    }, null, this.cluster)
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
@@ -88,6 +94,17 @@ export class MlesServer implements MlesApi, SessionContext {
       this.limiter.sweep(now)
     }, maintenanceMs)
     this.maintenanceTimer.unref()
+  }
+
+  /** Connects to the cluster, if any; rejects when Redis cannot be reached. */
+  async start (): Promise<void> {
+    if (this.cluster === null) return
+    try {
+      await this.cluster.start(this.hub)
+    } catch (error) {
+      await this.close()
+      throw error
+    }
   }
 
   get isClosed (): boolean {
@@ -126,7 +143,9 @@ export class MlesServer implements MlesApi, SessionContext {
   subscribe (channel: string, listener: MlesFrameListener): () => void {
     assertChannelName(channel)
     if (typeof listener !== 'function') throw new TypeError('fastify-mles: listener must be a function')
-    return this.hub.subscribe(channel, listener)
+    const unsubscribe = this.hub.subscribe(channel, listener)
+    this.cluster?.follow(channel)
+    return unsubscribe
   }
 
   history (channel: string): MlesHistoryFrame[] {
@@ -170,6 +189,7 @@ export class MlesServer implements MlesApi, SessionContext {
       for (const session of this.sessions) session.ws.terminate()
       this.onDrained = null
     }
+    await this.cluster?.close()
     this.hub.clear()
   }
 }

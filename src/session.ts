@@ -2,6 +2,7 @@ import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { verifyAuth } from './auth.js'
+import type { Lease, RedisBus } from './cluster/redis-bus.js'
 import type { Channel } from './hub/channel.js'
 import type { Hub, HubMember } from './hub/hub.js'
 import type { KeepAliveTarget } from './keepalive.js'
@@ -16,8 +17,13 @@ export interface SessionContext {
   readonly hub: Hub<Session>
   readonly counters: Metrics
   readonly log: FastifyBaseLogger
+  /** The Redis engine in cluster mode; null on a single node. */
+  readonly cluster: RedisBus<Session> | null
   sessionClosed: (session: Session) => void
 }
+
+/** Frames a client may send while its join is checked with the cluster; more are dropped (counted as over the rate). */
+const MAX_FRAMES_WHILE_JOINING = 256
 
 const OPEN = 1
 /** A ping frame with no payload; constant, so keep-alive allocates nothing. */
@@ -59,9 +65,14 @@ export class Session implements HubMember, KeepAliveTarget {
   // Kept lean: an idle member costs this object, ws's own objects and its socket.
   uid = ''
   memberIndex = -1
+  catchingUp = false
   corked = false
   bufferLimit: number
   private channel: Channel<Session> | null = null
+  /** Cluster mode: the uid taken cluster-wide while a member. */
+  private lease: Lease | null = null
+  /** Cluster mode: data frames received while the join is under way, in order. */
+  private early: Array<{ data: Buffer, isBinary: boolean }> | null = null
   private shut = false
   private joinTimer: NodeJS.Timeout | null
   private rateWindowStart = 0
@@ -98,7 +109,12 @@ export class Session implements HubMember, KeepAliveTarget {
   receive (data: Buffer, isBinary: boolean): void {
     const channel = this.channel
     if (channel === null) {
-      if (!this.shut) this.join(data, isBinary)
+      if (this.early !== null) {
+        if (this.early.length < MAX_FRAMES_WHILE_JOINING) this.early.push({ data, isBinary })
+        else this.context.counters.droppedRate++
+      } else if (!this.shut) {
+        this.join(data, isBinary)
+      }
       return
     }
     const { counters: metrics, options } = this.context
@@ -139,15 +155,48 @@ export class Session implements HubMember, KeepAliveTarget {
       return
     }
     this.uid = uid
-    const channel = this.context.hub.join(this, channelName, storedFrame)
-    if (channel === null) {
-      metrics.rejectedDuplicates++
-      log.debug({ uid, channel: channelName }, 'mles: duplicate uid refused')
-      this.close(CloseCode.POLICY_VIOLATION, CloseReason.DUPLICATE)
+    const cluster = this.context.cluster
+    if (cluster === null) {
+      this.enter(channelName, storedFrame)
       return
     }
+    this.early = []
+    cluster.admit(channelName, uid, (lease) => {
+      const early = this.early ?? []
+      this.early = null
+      if (lease === null) {
+        this.refuseDuplicate(channelName)
+        return
+      }
+      if (this.shut) {
+        cluster.release(lease)
+        return
+      }
+      this.lease = lease
+      if (!this.enter(channelName, storedFrame)) return
+      for (const frame of early) {
+        if (this.channel === null) break
+        this.receive(frame.data, frame.isBinary)
+      }
+    }).catch((error: unknown) => { this.internalError(error) })
+  }
+
+  /** Joins the hub's channel; false (and the connection closing) if the uid is taken here. */
+  private enter (channelName: string, storedFrame: Buffer): boolean {
+    const channel = this.context.hub.join(this, channelName, storedFrame)
+    if (channel === null) {
+      this.refuseDuplicate(channelName)
+      return false
+    }
     this.channel = channel
-    log.debug({ uid, channel: channelName }, 'mles: joined')
+    this.context.log.debug({ uid: this.uid, channel: channelName }, 'mles: joined')
+    return true
+  }
+
+  private refuseDuplicate (channelName: string): void {
+    this.context.counters.rejectedDuplicates++
+    this.context.log.debug({ uid: this.uid, channel: channelName }, 'mles: duplicate uid refused')
+    this.close(CloseCode.POLICY_VIOLATION, CloseReason.DUPLICATE)
   }
 
   keepAliveTick (maxMissed: number): void {
@@ -167,7 +216,7 @@ export class Session implements HubMember, KeepAliveTarget {
 
   joinTimedOut (): void {
     this.joinTimer = null
-    if (this.shut || this.channel !== null) return
+    if (this.shut || this.channel !== null || this.early !== null) return
     this.context.counters.droppedJoinTimeout++
     this.close(CloseCode.POLICY_VIOLATION, CloseReason.JOIN_TIMEOUT)
   }
@@ -211,6 +260,10 @@ export class Session implements HubMember, KeepAliveTarget {
     if (this.channel !== null) {
       this.context.hub.leave(this, this.channel)
       this.channel = null
+    }
+    if (this.lease !== null) {
+      this.context.cluster?.release(this.lease)
+      this.lease = null
     }
   }
 

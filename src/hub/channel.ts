@@ -7,6 +7,8 @@ export interface ChannelMember {
   memberIndex: number
   /** Whether the member's connection is open (a closing one no longer blocks its uid). */
   isOpen: () => boolean
+  /** Cluster mode: the member joined while frames of this node were in flight, and gets frames only in cluster order until they land. */
+  catchingUp: boolean
 }
 
 /** A frame of a channel as server-side subscribers see it. */
@@ -34,6 +36,11 @@ export class Channel<M extends ChannelMember = ChannelMember> {
   private byUid: Map<string, M> | null = null
   listeners: MlesFrameListener[] | null = null
   lastActivity: number
+  /** Cluster mode: the hub's sequence number of the last frame published here, and of the last one back from the cluster. */
+  lastLocalSequence = 0
+  settledSequence = 0
+  /** Cluster mode: members with `catchingUp` set. */
+  catchingUp = 0
 
   constructor (
     readonly name: string,
@@ -72,8 +79,24 @@ export class Channel<M extends ChannelMember = ChannelMember> {
       last.memberIndex = index
     }
     member.memberIndex = -1
+    if (member.catchingUp) {
+      member.catchingUp = false
+      this.catchingUp--
+    }
     if (this.byUid !== null && this.byUid.get(member.uid) === member) this.byUid.delete(member.uid)
     return true
+  }
+
+  startCatchUp (member: M): void {
+    if (member.catchingUp) return
+    member.catchingUp = true
+    this.catchingUp++
+  }
+
+  endCatchUp (): void {
+    const members = this.members
+    for (let i = 0; i < members.length; i++) members[i].catchingUp = false
+    this.catchingUp = 0
   }
 
   /** Whether nothing but idle history keeps this channel. */

@@ -1,7 +1,7 @@
 import { HistoryRing } from '../history/ring.js'
 import type { HistoryStore } from '../history/store.js'
 import type { Metrics } from '../metrics.js'
-import { framePayload, isBinaryFrame } from '../protocol/frame.js'
+import { encodeFrame, framePayload, isBinaryFrame } from '../protocol/frame.js'
 import { Channel, type ChannelMember, type MlesFrame, type MlesFrameListener } from './channel.js'
 import type { Outbox, Recipient } from './outbox.js'
 
@@ -9,6 +9,23 @@ import type { Outbox, Recipient } from './outbox.js'
 export interface HubMember extends ChannelMember, Recipient {
   /** Called after the hub refused a write for the member's buffer bound and removed it from its channel. */
   dropAsSlowConsumer: () => void
+}
+
+/**
+ * What the hub needs of a cluster engine (option `redis`): every frame
+ * published here goes to it, and every frame of a channel with local interest
+ * comes back from it — the local ones too, in the cluster-wide order — through
+ * `Hub.replicated`.
+ */
+export interface Replication {
+  /**
+   * Sends a frame published on this node to every node. `sequence` is this
+   * hub's number for it (0 for join frames), handed back with its echo or to
+   * `Hub.settleLocal` if it could not be sent.
+   */
+  publish: (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number) => void
+  /** The channel has no members and no subscribers left here. */
+  channelUnused: (channel: string) => void
 }
 
 export interface HubLimits {
@@ -28,8 +45,13 @@ export class Hub<M extends HubMember> {
     private readonly metrics: Metrics,
     private readonly onListenerError: (error: unknown) => void,
     /** Durable history of a single node (`historyDir`); null keeps history in memory only. */
-    private readonly store: HistoryStore | null = null
+    private readonly store: HistoryStore | null = null,
+    /** The cluster engine; null on a single node. */
+    private readonly replication: Replication | null = null
   ) {}
+
+  /** Numbers the frames published on this node, in cluster mode. */
+  private sequence = 0
 
   get channelCount (): number {
     return this.channels.size
@@ -43,7 +65,8 @@ export class Hub<M extends HubMember> {
     return this.channels.values()
   }
 
-  private channelOrCreate (name: string): Channel<M> {
+  /** The channel `name`, created (with its stored history, if any) if new. */
+  channelOrCreate (name: string): Channel<M> {
     let channel = this.channels.get(name)
     if (channel === undefined) {
       const history = new HistoryRing(this.limits.historyLimit, this.limits.historyMaxBytes)
@@ -76,6 +99,17 @@ export class Hub<M extends HubMember> {
     member.bufferLimit = this.limits.maxBufferedBytes + history.bytes
     this.metrics.totalMessagesSent += history.size
 
+    if (this.replication !== null) {
+      // Frames of this node still on their way through the cluster are in no
+      // replay yet: the joiner gets them, and everything after them, in
+      // cluster order from their echoes, so a publisher's order holds.
+      if (channel.lastLocalSequence > channel.settledSequence) channel.startCatchUp(member)
+      this.replication.publish(name, storedJoinFrame, false, member.uid, true, 0)
+      channel.lastActivity = Date.now()
+      if (channel.listeners !== null) this.notify(channel, encodeFrame(storedJoinFrame, false), member.uid, true)
+      return channel
+    }
+
     const wire = history.append(storedJoinFrame, false)
     if (this.store !== null && history.lastAppendKept) this.store.append(name, wire, history.size)
     channel.lastActivity = Date.now()
@@ -86,7 +120,20 @@ export class Hub<M extends HubMember> {
   leave (member: M, channel: Channel<M>): void {
     if (!channel.remove(member)) return
     channel.lastActivity = Date.now()
-    if (channel.isUnused() && channel.history.size === 0) this.channels.delete(channel.name)
+    if (!channel.isUnused()) return
+    if (this.replication !== null) this.replication.channelUnused(channel.name)
+    else if (channel.history.size === 0) this.channels.delete(channel.name)
+  }
+
+  private dropSlow (channel: Channel<M>, member: M): void {
+    channel.remove(member)
+    member.dropAsSlowConsumer()
+    if (this.replication !== null && channel.isUnused()) this.replication.channelUnused(channel.name)
+  }
+
+  /** Forgets channel `name` here (cluster mode: its history lives on in the cluster). */
+  drop (name: string): void {
+    this.channels.delete(name)
   }
 
   /**
@@ -96,18 +143,26 @@ export class Hub<M extends HubMember> {
    * last) is safe.
    */
   publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null): void {
-    const wire = channel.history.append(payload, isBinary)
-    if (this.store !== null && channel.history.lastAppendKept) this.store.append(channel.name, wire, channel.history.size)
+    let wire: Buffer
+    if (this.replication === null) {
+      wire = channel.history.append(payload, isBinary)
+      if (this.store !== null && channel.history.lastAppendKept) this.store.append(channel.name, wire, channel.history.size)
+    } else {
+      // Into the history when it comes back from the cluster, in cluster order.
+      wire = encodeFrame(payload, isBinary)
+      const sequence = ++this.sequence
+      channel.lastLocalSequence = sequence
+      this.replication.publish(channel.name, payload, isBinary, from === null ? null : from.uid, false, sequence)
+    }
     const members = channel.members
     let delivered = 0
     for (let i = members.length - 1; i >= 0; i--) {
       const member = members[i]
-      if (member === from || !member.isOpen()) continue
+      if (member === from || member.catchingUp || !member.isOpen()) continue
       if (this.outbox.write(member, wire)) {
         delivered++
       } else {
-        channel.remove(member)
-        member.dropAsSlowConsumer()
+        this.dropSlow(channel, member)
       }
     }
     this.metrics.totalMessagesSent += delivered
@@ -117,7 +172,65 @@ export class Hub<M extends HubMember> {
 
   /** Publishes a server-originated frame on channel `name`, creating the channel if needed. */
   publishTo (name: string, payload: Uint8Array, isBinary: boolean): void {
-    this.publish(this.channelOrCreate(name), payload, isBinary, null)
+    const channel = this.channels.get(name)
+    if (channel === undefined && this.replication !== null) {
+      // Nobody here listens: only the cluster needs it.
+      this.replication.publish(name, payload, isBinary, null, false, 0)
+      return
+    }
+    this.publish(channel ?? this.channelOrCreate(name), payload, isBinary, null)
+  }
+
+  /**
+   * A frame of `channel` in cluster order (cluster mode): stored in the
+   * history, and delivered to the members that have not had it yet — all of
+   * them for another node's frame; for one of ours, only the members still
+   * catching up (the others got it when it was published).
+   */
+  replicated (channel: Channel<M>, payload: Buffer, isBinary: boolean, uid: string | null, join: boolean, local: boolean, sequence: number): void {
+    const wire = channel.history.append(payload, isBinary)
+    channel.lastActivity = Date.now()
+    if (local) {
+      if (!join) this.settle(channel, wire, uid, sequence)
+      return
+    }
+    if (!join) this.deliver(channel, wire, uid, false)
+    if (channel.listeners !== null) this.notify(channel, wire, uid, join)
+  }
+
+  /**
+   * One of our frames that could not go through the cluster (engine down):
+   * kept in this node's history so local joiners still see it, and delivered
+   * to whoever was waiting for it.
+   */
+  settleLocal (name: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
+    const channel = this.channels.get(name)
+    if (channel === undefined) return
+    const wire = channel.history.append(payload, isBinary)
+    if (!join && sequence !== 0) this.settle(channel, wire, uid, sequence)
+  }
+
+  private settle (channel: Channel<M>, wire: Buffer, uid: string | null, sequence: number): void {
+    if (sequence > channel.settledSequence) channel.settledSequence = sequence
+    if (channel.catchingUp === 0) return
+    this.deliver(channel, wire, uid, true)
+    if (channel.settledSequence >= channel.lastLocalSequence) channel.endCatchUp()
+  }
+
+  /** Writes `wire` to the open members (only those catching up, if `catchingUpOnly`) but the one with `uid`. */
+  private deliver (channel: Channel<M>, wire: Buffer, uid: string | null, catchingUpOnly: boolean): void {
+    const members = channel.members
+    let delivered = 0
+    for (let i = members.length - 1; i >= 0; i--) {
+      const member = members[i]
+      if ((catchingUpOnly && !member.catchingUp) || member.uid === uid || !member.isOpen()) continue
+      if (this.outbox.write(member, wire)) {
+        delivered++
+      } else {
+        this.dropSlow(channel, member)
+      }
+    }
+    this.metrics.totalMessagesSent += delivered
   }
 
   /** Calls `listener` with every later frame of channel `name`; returns the unsubscribe function. */
@@ -132,11 +245,14 @@ export class Hub<M extends HubMember> {
       const remaining = (channel.listeners ?? []).filter((candidate) => candidate !== listener)
       channel.listeners = remaining.length === 0 ? null : remaining
       channel.lastActivity = Date.now()
+      if (this.replication !== null && channel.isUnused() && this.channels.get(channel.name) === channel) this.replication.channelUnused(channel.name)
     }
   }
 
   /** Forgets channels with no members and no subscribers, inactive for `channelIdleMs`. */
   expireIdle (now: number): void {
+    // In cluster mode a channel goes as soon as nobody here uses it (its history stays in Redis).
+    if (this.replication !== null) return
     for (const channel of this.channels.values()) {
       if (channel.isUnused() && now - channel.lastActivity >= this.limits.channelIdleMs) {
         this.channels.delete(channel.name)

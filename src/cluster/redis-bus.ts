@@ -1,0 +1,486 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import { Redis, type RedisOptions } from 'ioredis'
+import type { Hub, HubMember, Replication } from '../hub/hub.js'
+import type { Metrics } from '../metrics.js'
+import { decodeEntry, encodeEntry, StreamId } from './entry.js'
+
+/**
+ * Lua, so that a frame is appended to its channel's stream and announced to
+ * the nodes in one step: the pub/sub notices then come in stream order, and
+ * each carries the entry's id, which is how a node matches them with what it
+ * reads from the stream (replay, gap fill) and drops the ones it has had.
+ */
+const PUBLISH_SCRIPT = `
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', ARGV[4], id .. ' ' .. ARGV[2])
+return id`
+
+/** Deletes a uid lease only if it is still ours. */
+const RELEASE_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`
+
+/** Extends our lease, takes it again if it expired (say Redis restarted), reports 0 if another connection holds it. */
+const REFRESH_SCRIPT = `
+local holder = redis.call('GET', KEYS[1])
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0`
+
+interface BusRedis extends Redis {
+  mlesPublish: (stream: string, maxLength: number, entry: Buffer, ttlMs: number, topic: string) => Promise<string>
+  mlesRelease: (key: string, token: string) => Promise<number>
+  mlesRefresh: (key: string, token: string, ttlMs: number) => Promise<number>
+}
+
+export interface RedisBusOptions {
+  /** redis:// or rediss:// URL. */
+  url: string
+  /** Prefix of every key and pub/sub channel this bus uses. */
+  keyPrefix: string
+  historyLimit: number
+  /** A channel's stream expires after this long without a frame. */
+  channelIdleMs: number
+  /** A uid lease lives this long unless its node renews it (every third of it): how long a crashed node's uids stay taken. */
+  leaseTtlMs: number
+  /** How long startup waits for Redis. */
+  connectTimeoutMs: number
+}
+
+/** A uid held in a channel, cluster-wide. */
+export interface Lease {
+  readonly channel: string
+  readonly uid: string
+  readonly token: string
+}
+
+/** A stream notice or entry that arrived while its channel was being read from the stream. */
+interface Pending {
+  id: StreamId
+  body: Buffer
+}
+
+/** This node's view of one channel's stream. */
+interface Watch {
+  /** The id of the last entry applied; null until the channel was read once (before, frames here are this node's only). */
+  cursor: StreamId | null
+  /** Notices held back while the stream is being read; null when none is running. */
+  held: Pending[] | null
+  /** A read was cut short (too many notices held, or Redis failed): read again. */
+  stale: boolean
+  /** Settles when the first read is over, whatever its outcome. */
+  ready: Promise<void>
+  /** Joins under way: the channel must stay while they finish. */
+  admitting: number
+}
+
+/** Notices held for one channel while it is read; past this, they are dropped and read from the stream afterwards. */
+const MAX_HELD_NOTICES = 10_000
+/** Frames sent to Redis and not yet answered; past this, frames stay local (Redis is too slow or gone). */
+const MAX_IN_FLIGHT = 65_536
+
+/** Hides the password of a Redis URL in messages. */
+export function redactRedisUrl (url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password !== '') parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return '(unparsable URL)'
+  }
+}
+
+/**
+ * The Redis engine (option `redis`): one channel space across every node.
+ *
+ * Each channel is a Redis stream holding its history (trimmed to the history
+ * limit, expiring when idle). A frame published on any node is appended and
+ * announced by one script; a node subscribes to the announcements of the
+ * channels it has members or subscribers for, and reads a channel's stream
+ * when it first needs it (history for joiners) and after any lost connection
+ * (the gap), so every member gets every frame once, in stream order. A uid is
+ * taken in a channel with a lease key, so a duplicate is refused on any node.
+ *
+ * When Redis is away, members of this node go on talking among themselves:
+ * frames are kept in the local history only, faults are logged and counted,
+ * and the connections come back by themselves.
+ */
+export class RedisBus<M extends HubMember> implements Replication {
+  /** This node, in the entries it writes. */
+  readonly nodeId = randomUUID()
+  private readonly nodeIdBytes = Buffer.from(this.nodeId, 'latin1')
+  private readonly commands: BusRedis
+  private readonly subscriber: Redis
+  private readonly watches = new Map<string, Watch>()
+  private readonly leases = new Set<Lease>()
+  private readonly topicPrefix: string
+  private hub: Hub<M> | null = null
+  private leaseSerial = 0
+  private inFlight = 0
+  private maintenanceTimer: NodeJS.Timeout | null = null
+  private closed = false
+  /** Whether each connection has been ready before: a later 'ready' is a reconnection. */
+  private commandsWereReady = false
+  private subscriberWasReady = false
+  private commandsDown = false
+  private subscriberDown = false
+
+  constructor (
+    private readonly options: RedisBusOptions,
+    private readonly metrics: Metrics,
+    private readonly log: FastifyBaseLogger
+  ) {
+    const connection: RedisOptions = {
+      lazyConnect: true,
+      // Never queue or replay commands across an outage: frames are kept locally instead, and memory stays bounded.
+      enableOfflineQueue: false,
+      autoResendUnfulfilledCommands: false,
+      autoResubscribe: false,
+      maxRetriesPerRequest: 0,
+      retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), 2000),
+      connectTimeout: options.connectTimeoutMs
+    }
+    this.commands = new Redis(options.url, { ...connection, enableAutoPipelining: true, connectionName: `mles:${this.nodeId}` }) as BusRedis
+    this.subscriber = new Redis(options.url, { ...connection, connectionName: `mles-sub:${this.nodeId}` })
+    this.commands.defineCommand('mlesPublish', { numberOfKeys: 1, lua: PUBLISH_SCRIPT })
+    this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
+    this.commands.defineCommand('mlesRefresh', { numberOfKeys: 1, lua: REFRESH_SCRIPT })
+    this.topicPrefix = options.keyPrefix + 'p:'
+
+    this.commands.on('error', (error: Error) => { this.connectionFault('commands', error) })
+    this.subscriber.on('error', (error: Error) => { this.connectionFault('subscriber', error) })
+    this.commands.on('close', () => { this.connectionLost('commands') })
+    this.subscriber.on('close', () => { this.connectionLost('subscriber') })
+    this.commands.on('ready', () => { this.commandsReady() })
+    this.subscriber.on('ready', () => { this.subscriberReady() })
+    this.subscriber.on('messageBuffer', (topic: Buffer, message: Buffer) => { this.notice(topic, message) })
+  }
+
+  /** Connects both connections; rejects with a clear error if Redis cannot be reached in time. */
+  async start (hub: Hub<M>): Promise<void> {
+    this.hub = hub
+    try {
+      await Promise.all([this.commands.connect(), this.subscriber.connect()])
+    } catch (error) {
+      this.commands.disconnect()
+      this.subscriber.disconnect()
+      throw new Error(`fastify-mles: cannot reach Redis at ${redactRedisUrl(this.options.url)}: ${(error as Error).message}`)
+    }
+    const refreshMs = Math.max(10, Math.floor(this.options.leaseTtlMs / 3))
+    this.maintenanceTimer = setInterval(() => { this.maintain() }, refreshMs)
+    this.maintenanceTimer.unref()
+  }
+
+  /** Whether both connections are up. */
+  get connected (): boolean {
+    return this.commands.status === 'ready' && this.subscriber.status === 'ready'
+  }
+
+  private streamKey (channel: string): string {
+    return this.options.keyPrefix + 'h:' + channel
+  }
+
+  private topic (channel: string): string {
+    return this.topicPrefix + channel
+  }
+
+  private leaseKey (channel: string, uid: string): string {
+    return `${this.options.keyPrefix}u:${Buffer.byteLength(channel)}:${channel}:${uid}`
+  }
+
+  // ---- joining and leaving ----------------------------------------------
+
+  /**
+   * Takes `uid` in `channel` cluster-wide and makes sure the channel's history
+   * is here, then calls `enter` — synchronously, so nothing runs between —
+   * with the lease, or with null if another connection holds the uid. With
+   * Redis away, the uid is checked on this node only.
+   */
+  async admit (channel: string, uid: string, enter: (lease: Lease | null) => void): Promise<void> {
+    const watch = this.watch(channel)
+    watch.admitting++
+    try {
+      const lease: Lease = { channel, uid, token: `${this.nodeId}:${++this.leaseSerial}` }
+      let taken = false
+      if (this.commands.status === 'ready') {
+        try {
+          taken = await this.commands.set(this.leaseKey(channel, uid), lease.token, 'PX', this.options.leaseTtlMs, 'NX') === null
+        } catch (error) {
+          this.fault('taking a uid lease', error)
+        }
+      }
+      if (taken) {
+        enter(null)
+        return
+      }
+      this.leases.add(lease)
+      await watch.ready
+      enter(lease)
+    } finally {
+      watch.admitting--
+      this.channelUnused(channel)
+    }
+  }
+
+  /** Gives a uid back (its connection left). */
+  release (lease: Lease): void {
+    if (!this.leases.delete(lease) || this.commands.status !== 'ready') return
+    this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token).catch((error: unknown) => { this.fault('releasing a uid lease', error) })
+  }
+
+  /** Starts following `channel` for server-side subscribers. */
+  follow (channel: string): void {
+    this.watch(channel)
+  }
+
+  // ---- Replication ------------------------------------------------------
+
+  publish (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
+    if (this.commands.status !== 'ready' || this.inFlight >= MAX_IN_FLIGHT || this.closed) {
+      this.keepLocal(channel, payload, isBinary, uid, join, sequence)
+      return
+    }
+    const entry = encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload)
+    this.inFlight++
+    this.commands.mlesPublish(this.streamKey(channel), this.options.historyLimit, entry, this.options.channelIdleMs, this.topic(channel)).then(() => {
+      this.inFlight--
+    }, (error: unknown) => {
+      this.inFlight--
+      this.fault('publishing', error)
+      this.keepLocal(channel, payload, isBinary, uid, join, sequence)
+    })
+  }
+
+  private keepLocal (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
+    // After the hub's own fan-out of this frame, never inside it.
+    process.nextTick(() => { this.hub?.settleLocal(channel, payload, isBinary, uid, join, sequence) })
+  }
+
+  channelUnused (channel: string): void {
+    const watch = this.watches.get(channel)
+    if (watch === undefined || watch.admitting > 0) return
+    const local = this.hub?.channel(channel)
+    if (local !== undefined && !local.isUnused()) return
+    this.watches.delete(channel)
+    this.hub?.drop(channel)
+    if (this.subscriber.status === 'ready') {
+      this.subscriber.unsubscribe(this.topic(channel)).catch((error: unknown) => { this.fault('unsubscribing', error) })
+    }
+  }
+
+  // ---- reading channels -------------------------------------------------
+
+  private watch (channel: string): Watch {
+    let watch = this.watches.get(channel)
+    if (watch !== undefined) return watch
+    const created: Watch = { cursor: null, held: null, stale: false, ready: Promise.resolve(), admitting: 0 }
+    this.watches.set(channel, created)
+    this.hub?.channelOrCreate(channel)
+    created.ready = this.subscribeAndRead(channel, created)
+    watch = created
+    return watch
+  }
+
+  private async subscribeAndRead (channel: string, watch: Watch): Promise<void> {
+    watch.held = []
+    if (this.subscriber.status === 'ready') {
+      try {
+        await this.subscriber.subscribe(this.topic(channel))
+      } catch (error) {
+        this.fault('subscribing', error)
+        watch.stale = true
+      }
+    } else {
+      watch.stale = true
+    }
+    await this.read(channel, watch)
+  }
+
+  /**
+   * Reads the channel's stream: its recent history on the first read (into
+   * the history only), the entries after the cursor on later ones (delivered,
+   * since members have not had them). Notices that arrive meanwhile are held
+   * and applied after, those already read dropped by id.
+   */
+  private async read (channel: string, watch: Watch): Promise<void> {
+    watch.held ??= []
+    const initial = watch.cursor === null
+    let entries: Array<[Buffer, Buffer[]]> = []
+    let failed = false
+    try {
+      if (this.commands.status !== 'ready') throw new Error('not connected')
+      if (initial) {
+        entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
+      } else {
+        entries = await this.commands.xrangeBuffer(this.streamKey(channel), '(' + String(watch.cursor), '+')
+      }
+    } catch (error) {
+      if ((error as Error).message !== 'not connected') this.fault('reading a channel', error)
+      failed = true
+    }
+    if (this.watches.get(channel) !== watch) return
+    const history = initial && this.options.historyLimit > 0
+    for (const [idBytes, fields] of entries) {
+      const id = StreamId.parse(idBytes.toString('latin1'))
+      const body = fieldValue(fields)
+      if (id === null || body === null) continue
+      if (initial && !history) {
+        watch.cursor = id
+        continue
+      }
+      this.apply(channel, watch, id, body, initial)
+    }
+    if (initial && !failed && watch.cursor === null) watch.cursor = StreamId.ZERO
+    const held = watch.held
+    watch.held = null
+    const overflowed = held.length > MAX_HELD_NOTICES
+    if (!overflowed) {
+      for (const notice of held) this.apply(channel, watch, notice.id, notice.body, false)
+    }
+    watch.stale = failed || overflowed || watch.stale
+  }
+
+  /** A stream notice from the subscriber connection. */
+  private notice (topic: Buffer, message: Buffer): void {
+    const channel = topic.toString('utf8', Buffer.byteLength(this.topicPrefix))
+    const watch = this.watches.get(channel)
+    if (watch === undefined) return
+    const space = message.indexOf(0x20)
+    const id = space > 0 ? StreamId.parse(message.toString('latin1', 0, space)) : null
+    if (id === null) {
+      this.metrics.clusterErrors++
+      return
+    }
+    const body = message.subarray(space + 1)
+    if (watch.held !== null) {
+      // Past the bound, the rest is read from the stream once this read is over.
+      if (watch.held.length <= MAX_HELD_NOTICES) watch.held.push({ id, body })
+      return
+    }
+    this.apply(channel, watch, id, body, false)
+  }
+
+  private apply (channel: string, watch: Watch, id: StreamId, body: Buffer, historyOnly: boolean): void {
+    if (watch.cursor !== null && !id.isAfter(watch.cursor)) return
+    watch.cursor = id
+    const entry = decodeEntry(body)
+    const local = this.hub?.channel(channel)
+    if (entry === null || local === undefined || this.hub === null) {
+      if (entry === null) this.metrics.clusterErrors++
+      return
+    }
+    if (historyOnly) {
+      local.history.append(entry.payload, entry.isBinary)
+      return
+    }
+    this.hub.replicated(local, entry.payload, entry.isBinary, entry.uid, entry.join, entry.origin === this.nodeId, entry.sequence)
+  }
+
+  // ---- faults and recovery ----------------------------------------------
+
+  private fault (what: string, error: unknown): void {
+    this.metrics.clusterErrors++
+    if (!this.closed) this.log.debug({ err: error }, `mles: redis failed ${what}`)
+  }
+
+  private connectionFault (which: 'commands' | 'subscriber', error: Error): void {
+    this.metrics.clusterErrors++
+    if (!this.closed) this.log.debug({ err: error, connection: which }, 'mles: redis connection error')
+  }
+
+  private connectionLost (which: 'commands' | 'subscriber'): void {
+    if (this.closed) return
+    const wasDown = this.commandsDown || this.subscriberDown
+    if (which === 'commands') this.commandsDown = this.commandsWereReady
+    else this.subscriberDown = this.subscriberWasReady
+    if (which === 'subscriber') {
+      // Notices sent while the subscriber is away are lost: every channel needs a read once it is back.
+      for (const watch of this.watches.values()) watch.stale = true
+    }
+    if (!wasDown && (this.commandsDown || this.subscriberDown)) {
+      this.metrics.clusterOutages++
+      this.log.warn(`mles: lost the connection to Redis at ${redactRedisUrl(this.options.url)}; serving this node's members only until it is back`)
+    }
+  }
+
+  private commandsReady (): void {
+    const reconnected = this.commandsWereReady
+    this.commandsWereReady = true
+    this.commandsDown = false
+    if (reconnected) {
+      this.recovered()
+      this.maintain()
+    }
+  }
+
+  private subscriberReady (): void {
+    const reconnected = this.subscriberWasReady
+    this.subscriberWasReady = true
+    this.subscriberDown = false
+    if (!reconnected) return
+    this.recovered()
+    const topics = [...this.watches.keys()].map((channel) => this.topic(channel))
+    if (topics.length === 0) return
+    this.subscriber.subscribe(...topics).then(() => { this.readStale() }, (error: unknown) => { this.fault('subscribing again', error) })
+  }
+
+  private recovered (): void {
+    if (this.commandsDown || this.subscriberDown || this.closed) return
+    this.log.info(`mles: reconnected to Redis; reading ${this.watches.size} channel(s) again`)
+  }
+
+  /** Reads every channel whose last read was cut short or that missed notices. */
+  private readStale (): void {
+    if (!this.connected) return
+    for (const [channel, watch] of this.watches) {
+      if (!watch.stale || watch.held !== null) continue
+      watch.stale = false
+      this.read(channel, watch).catch((error: unknown) => { this.fault('reading a channel', error) })
+    }
+  }
+
+  /** Every third of the lease time: renews our uid leases and retries reads that failed. */
+  private maintain (): void {
+    if (this.closed || this.commands.status !== 'ready') return
+    for (const lease of this.leases) {
+      this.commands.mlesRefresh(this.leaseKey(lease.channel, lease.uid), lease.token, this.options.leaseTtlMs).then((held) => {
+        if (held === 0 && this.leases.has(lease)) {
+          this.metrics.clusterErrors++
+          this.log.warn({ channel: lease.channel, uid: lease.uid }, 'mles: another node holds this uid too (joined while Redis was away)')
+        }
+      }, (error: unknown) => { this.fault('renewing a uid lease', error) })
+    }
+    if (this.subscriber.status === 'ready') this.readStale()
+  }
+
+  /** Gives back every lease and closes both connections. */
+  async close (): Promise<void> {
+    if (this.closed) return
+    if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer)
+    if (this.commands.status === 'ready') {
+      await Promise.allSettled([...this.leases].map(async (lease) => await this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token)))
+    }
+    this.leases.clear()
+    this.closed = true
+    await Promise.allSettled([quit(this.commands), quit(this.subscriber)])
+  }
+}
+
+function fieldValue (fields: Buffer[]): Buffer | null {
+  for (let i = 0; i + 1 < fields.length; i += 2) {
+    if (fields[i].length === 1 && fields[i][0] === 0x6d) return fields[i + 1]
+  }
+  return null
+}
+
+async function quit (connection: Redis): Promise<void> {
+  if (connection.status === 'ready') {
+    try {
+      await connection.quit()
+      return
+    } catch {}
+  }
+  connection.disconnect()
+}
