@@ -22,7 +22,8 @@ const EXTRA_METRICS = [
   'dropped_keepalive',
   'dropped_join_timeout',
   'cluster_errors',
-  'cluster_outages'
+  'cluster_outages',
+  'cluster_unsent_frames'
 ] as const
 
 /**

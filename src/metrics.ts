@@ -36,6 +36,8 @@ export interface MlesMetricsSnapshot {
   cluster_errors: number
   /** Cluster mode: times the connection to Redis was lost. */
   cluster_outages: number
+  /** Cluster mode: frames that could not go to Redis (kept in this node's history and delivered here only). */
+  cluster_unsent_frames: number
 }
 
 /** The server's counters: plain fields, bumped in place on the hot path. */
@@ -54,6 +56,7 @@ export class Metrics {
   rejectedDuplicates = 0
   clusterErrors = 0
   clusterOutages = 0
+  clusterUnsentFrames = 0
 
   snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
     return {
@@ -73,7 +76,8 @@ export class Metrics {
       rejected_auth: this.rejectedAuth,
       rejected_duplicates: this.rejectedDuplicates,
       cluster_errors: this.clusterErrors,
-      cluster_outages: this.clusterOutages
+      cluster_outages: this.clusterOutages,
+      cluster_unsent_frames: this.clusterUnsentFrames
     }
   }
 }

@@ -239,7 +239,7 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   publish (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
     if (this.commands.status !== 'ready' || this.inFlight >= MAX_IN_FLIGHT || this.closed) {
-      this.keepLocal(channel, payload, isBinary, uid, join, sequence)
+      this.keepLocal(channel, payload, isBinary, uid, sequence)
       return
     }
     const entry = encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload)
@@ -249,13 +249,14 @@ export class RedisBus<M extends HubMember> implements Replication {
     }, (error: unknown) => {
       this.inFlight--
       this.fault('publishing', error)
-      this.keepLocal(channel, payload, isBinary, uid, join, sequence)
+      this.keepLocal(channel, payload, isBinary, uid, sequence)
     })
   }
 
-  private keepLocal (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
+  private keepLocal (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, sequence: number): void {
+    this.metrics.clusterUnsentFrames++
     // After the hub's own fan-out of this frame, never inside it.
-    process.nextTick(() => { this.hub?.settleLocal(channel, payload, isBinary, uid, join, sequence) })
+    process.nextTick(() => { this.hub?.settleLocal(channel, payload, isBinary, uid, sequence) })
   }
 
   channelUnused (channel: string): void {

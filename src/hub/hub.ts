@@ -20,7 +20,7 @@ export interface HubMember extends ChannelMember, Recipient {
 export interface Replication {
   /**
    * Sends a frame published on this node to every node. `sequence` is this
-   * hub's number for it (0 for join frames), handed back with its echo or to
+   * hub's number for it (0 if the channel is not held here), handed back with its echo or to
    * `Hub.settleLocal` if it could not be sent.
    */
   publish: (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number) => void
@@ -104,7 +104,10 @@ export class Hub<M extends HubMember> {
       // replay yet: the joiner gets them, and everything after them, in
       // cluster order from their echoes, so a publisher's order holds.
       if (channel.lastLocalSequence > channel.settledSequence) channel.startCatchUp(member)
-      this.replication.publish(name, storedJoinFrame, false, member.uid, true, 0)
+      // Numbered too: a joiner that comes before it lands gets it from its echo, as it would from the history.
+      const sequence = ++this.sequence
+      channel.lastLocalSequence = sequence
+      this.replication.publish(name, storedJoinFrame, false, member.uid, true, sequence)
       channel.lastActivity = Date.now()
       if (channel.listeners !== null) this.notify(channel, encodeFrame(storedJoinFrame, false), member.uid, true)
       return channel
@@ -184,14 +187,15 @@ export class Hub<M extends HubMember> {
   /**
    * A frame of `channel` in cluster order (cluster mode): stored in the
    * history, and delivered to the members that have not had it yet — all of
-   * them for another node's frame; for one of ours, only the members still
-   * catching up (the others got it when it was published).
+   * them for another node's data frame; for one of ours, data or join frame,
+   * only the members still catching up (the others got it when it was
+   * published, or were there before the join).
    */
   replicated (channel: Channel<M>, payload: Buffer, isBinary: boolean, uid: string | null, join: boolean, local: boolean, sequence: number): void {
     const wire = channel.history.append(payload, isBinary)
     channel.lastActivity = Date.now()
     if (local) {
-      if (!join) this.settle(channel, wire, uid, sequence)
+      this.settle(channel, wire, uid, sequence)
       return
     }
     if (!join) this.deliver(channel, wire, uid, false)
@@ -203,11 +207,11 @@ export class Hub<M extends HubMember> {
    * kept in this node's history so local joiners still see it, and delivered
    * to whoever was waiting for it.
    */
-  settleLocal (name: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
+  settleLocal (name: string, payload: Uint8Array, isBinary: boolean, uid: string | null, sequence: number): void {
     const channel = this.channels.get(name)
     if (channel === undefined) return
     const wire = channel.history.append(payload, isBinary)
-    if (!join && sequence !== 0) this.settle(channel, wire, uid, sequence)
+    if (sequence !== 0) this.settle(channel, wire, uid, sequence)
   }
 
   private settle (channel: Channel<M>, wire: Buffer, uid: string | null, sequence: number): void {

@@ -1,0 +1,285 @@
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+import { Redis } from 'ioredis'
+import { TestClient } from '../helpers/client.js'
+import { startRedis, type RedisProcess } from '../helpers/redis.js'
+import { sleep, startMles, waitFor, waitForMembers, type RunningServer } from '../helpers/server.js'
+import type { MlesOptions } from '../../src/index.js'
+
+let redis: RedisProcess
+let inspector: Redis
+let prefixSerial = 0
+
+before(async () => {
+  redis = await startRedis()
+  inspector = new Redis(redis.url)
+})
+
+after(async () => {
+  inspector.disconnect()
+  await redis.cleanup()
+})
+
+/** Starts `count` nodes sharing a fresh key prefix, so tests never see each other's channels. */
+async function startNodes (count: number, options: MlesOptions = {}): Promise<{ nodes: RunningServer[], prefix: string, close: () => Promise<void> }> {
+  const prefix = `t${++prefixSerial}:`
+  const nodes: RunningServer[] = []
+  for (let i = 0; i < count; i++) {
+    nodes.push(await startMles({ messagesPerSecond: 0, perIpLimit: 0, ...options, redis: { url: redis.url, keyPrefix: prefix, leaseTtlMs: 3000 } }))
+  }
+  return { nodes, prefix, close: async () => { await Promise.all(nodes.map(async (node) => { await node.app.close() })) } }
+}
+
+/** Joins and reads the history replay: `expected` frames. */
+async function join (node: RunningServer, uid: string, channel: string): Promise<TestClient> {
+  return await TestClient.join(node.url, { uid, channel })
+}
+
+async function collect (client: TestClient, count: number, timeoutMs = 5000): Promise<string[]> {
+  const texts: string[] = []
+  for (let i = 0; i < count; i++) texts.push((await client.next(timeoutMs)).text)
+  return texts
+}
+
+/** No two members of a channel may see a frame twice, and each publisher's frames come in the order sent. */
+function assertPerPublisherOrder (texts: string[], what: string): Map<string, number[]> {
+  const byPublisher = new Map<string, number[]>()
+  for (const text of texts) {
+    const match = /^(\w+)#(\d+)$/.exec(text)
+    if (match === null) continue
+    const list = byPublisher.get(match[1]) ?? []
+    list.push(Number(match[2]))
+    byPublisher.set(match[1], list)
+  }
+  for (const [publisher, numbers] of byPublisher) {
+    for (let i = 1; i < numbers.length; i++) {
+      assert.equal(numbers[i], numbers[i - 1] + 1, `${what}: frames of ${publisher} out of order, duplicated or missing around #${numbers[i - 1]}`)
+    }
+  }
+  return byPublisher
+}
+
+describe('Redis engine: one channel space over several nodes', () => {
+  test('a frame published on one node reaches members on every other node exactly once, in order', async () => {
+    const { nodes, close } = await startNodes(3)
+    try {
+      const members = [await join(nodes[0], 'a', 'room'), await join(nodes[1], 'b', 'room'), await join(nodes[2], 'c', 'room')]
+      // Each sees the join frames of those before it.
+      for (let i = 0; i < members.length; i++) await collect(members[i], i)
+      for (const node of nodes) await waitForMembers(node.app, 'room', 1)
+      const perPublisher = 200
+      for (let n = 0; n < perPublisher; n++) {
+        members.forEach((member, i) => { member.send(`${'abc'[i]}#${n}`) })
+      }
+      for (let i = 0; i < members.length; i++) {
+        const texts = await collect(members[i], 2 * perPublisher)
+        const byPublisher = assertPerPublisherOrder(texts, `member ${'abc'[i]}`)
+        assert.equal(byPublisher.has('abc'[i]), false, 'a member never gets its own frames back')
+        for (const [publisher, numbers] of byPublisher) assert.equal(numbers.length, perPublisher, `all of ${publisher}'s frames`)
+      }
+      await sleep(100)
+      for (const member of members) assert.equal(member.pending, 0, 'nothing more than that')
+    } finally {
+      await close()
+    }
+  })
+
+  test('joiners on any node get the same history and then every live frame, with no gap or duplicate while publishing goes on', async () => {
+    const { nodes, close } = await startNodes(3, { historyLimit: 100_000 })
+    try {
+      const publishers = [await join(nodes[0], 'p0', 'busy'), await join(nodes[1], 'p1', 'busy')]
+      await collect(publishers[1], 1)
+      let sent = 0
+      let publishing = true
+      const publishing$ = (async () => {
+        while (publishing) {
+          for (let burst = 0; burst < 5; burst++) {
+            publishers[0].send(`p0#${sent}`)
+            publishers[1].send(`p1#${sent}`)
+            sent++
+          }
+          await sleep(1)
+        }
+      })()
+      const joiners: Array<{ client: TestClient, texts: string[] }> = []
+      for (let i = 0; i < 12; i++) {
+        const client = await join(nodes[i % 3], `j${i}`, 'busy')
+        const entry = { client, texts: [] as string[] }
+        client.ws.on('message', (data) => { entry.texts.push(data.toString()) })
+        joiners.push(entry)
+        await sleep(10 + (i % 4) * 7)
+      }
+      await sleep(50)
+      publishing = false
+      await publishing$
+      const total = sent
+      for (const [i, { texts }] of joiners.entries()) {
+        await waitFor(() => texts.filter((text) => text.startsWith('p')).length >= 2 * total, `joiner ${i} to have all ${2 * total} frames (has ${texts.filter((text) => text.startsWith('p')).length})`, 10_000)
+        const byPublisher = assertPerPublisherOrder(texts, `joiner ${i} on node ${i % 3}`)
+        for (const publisher of ['p0', 'p1']) {
+          const numbers = byPublisher.get(publisher) ?? []
+          assert.equal(numbers[0], 0, `joiner ${i} starts ${publisher} at #0 (history)`)
+          assert.equal(numbers.length, total, `joiner ${i} has each of ${publisher}'s ${total} frames once`)
+        }
+      }
+      // The same replay on every node.
+      const replays: string[][] = []
+      for (const [i, node] of nodes.entries()) {
+        const late = await join(node, `late${i}`, 'busy')
+        const count = 2 + 12 + 2 * total + i
+        replays.push((await collect(late, count)).slice(0, count - i))
+        late.ws.close()
+      }
+      assert.deepEqual(replays[1], replays[0])
+      assert.deepEqual(replays[2], replays[0])
+    } finally {
+      await close()
+    }
+  })
+
+  test('a uid is taken cluster-wide, and free again once its connection leaves', async () => {
+    const { nodes, close } = await startNodes(2)
+    try {
+      const first = await join(nodes[0], 'alice', 'uids')
+      await waitForMembers(nodes[0].app, 'uids', 1)
+      const second = await join(nodes[1], 'alice', 'uids')
+      assert.deepEqual(await second.closed, { code: 1008, reason: 'uid already joined on this channel' })
+      assert.equal(nodes[1].app.mles.metrics().rejected_duplicates, 1)
+      const elsewhere = await join(nodes[1], 'alice', 'other-channel')
+      await waitForMembers(nodes[1].app, 'other-channel', 1)
+      first.ws.close()
+      await first.closed
+      await waitFor(() => nodes[0].app.mles.channels().length === 0, 'node 0 to forget the channel')
+      const third = await join(nodes[1], 'alice', 'uids')
+      await waitForMembers(nodes[1].app, 'uids', 1)
+      third.ws.close()
+      elsewhere.ws.close()
+    } finally {
+      await close()
+    }
+  })
+
+  test('a node subscribes in Redis only to channels with local members or subscribers', async () => {
+    const { nodes, prefix, close } = await startNodes(2)
+    const subscribers = async (channel: string): Promise<number> => {
+      const reply = await inspector.pubsub('NUMSUB', `${prefix}p:${channel}`) as [string, number]
+      return Number(reply[1])
+    }
+    try {
+      const a = await join(nodes[0], 'a', 'only-on-0')
+      await waitForMembers(nodes[0].app, 'only-on-0', 1)
+      assert.equal(await subscribers('only-on-0'), 1)
+      assert.deepEqual(nodes[1].app.mles.channels(), [])
+      const unsubscribe = nodes[1].app.mles.subscribe('only-on-0', () => {})
+      await sleep(100)
+      assert.equal(await subscribers('only-on-0'), 2)
+      unsubscribe()
+      a.ws.close()
+      await a.closed
+      await sleep(100)
+      assert.equal(await subscribers('only-on-0'), 0)
+      assert.deepEqual(nodes[0].app.mles.channels(), [])
+    } finally {
+      await close()
+    }
+  })
+
+  test('server-side publish and subscribe span the nodes, with the sender\'s uid', async () => {
+    const { nodes, close } = await startNodes(2)
+    try {
+      const seen: Array<{ uid: string | null, text: string, join: boolean }> = []
+      nodes[1].app.mles.subscribe('feed', (frame) => { seen.push({ uid: frame.uid, text: frame.data.toString(), join: frame.join }) })
+      await sleep(50)
+      const member = await join(nodes[0], 'm', 'feed')
+      await waitForMembers(nodes[0].app, 'feed', 1)
+      member.send('from a member')
+      await waitFor(() => seen.length === 2, 'the member\'s frame on the other node')
+      nodes[0].app.mles.publish('feed', 'from the server')
+      assert.equal((await member.next()).text, 'from the server')
+      await waitFor(() => seen.length === 3, 'three frames on the other node')
+      assert.deepEqual(seen, [
+        { uid: 'm', text: '{"uid":"m","channel":"feed"}', join: true },
+        { uid: 'm', text: 'from a member', join: false },
+        { uid: null, text: 'from the server', join: false }
+      ])
+      assert.equal(nodes[1].app.mles.history('feed').length, 3)
+    } finally {
+      await close()
+    }
+  })
+
+  test('history in Redis is trimmed and an idle channel expires', async () => {
+    const { nodes, prefix, close } = await startNodes(1, { historyLimit: 3, channelIdleMs: 400 })
+    try {
+      const member = await join(nodes[0], 'm', 'brief')
+      await waitForMembers(nodes[0].app, 'brief', 1)
+      for (let i = 0; i < 10; i++) member.send(`m#${i}`)
+      await sleep(100)
+      const ttl = await inspector.pttl(`${prefix}h:brief`)
+      assert.ok(ttl > 0 && ttl <= 400, `the stream expires (pttl ${ttl})`)
+      const late = await join(nodes[0], 'late', 'brief')
+      assert.deepEqual(await collect(late, 3), ['m#7', 'm#8', 'm#9'])
+      member.ws.close()
+      late.ws.close()
+      await sleep(600)
+      assert.equal(await inspector.exists(`${prefix}h:brief`), 0)
+      const fresh = await join(nodes[0], 'fresh', 'brief')
+      await waitForMembers(nodes[0].app, 'brief', 1)
+      await sleep(100)
+      assert.equal(fresh.pending, 0, 'no history after expiry')
+      fresh.ws.close()
+    } finally {
+      await close()
+    }
+  })
+})
+
+describe('Redis engine: outages', () => {
+  test('nodes keep serving their members while Redis is down, count the fault, and resume cross-node delivery', async () => {
+    const own = await startRedis()
+    const options: MlesOptions = { messagesPerSecond: 0, redis: { url: own.url, leaseTtlMs: 600 } }
+    const nodeA = await startMles(options)
+    const nodeB = await startMles(options)
+    try {
+      const a1 = await join(nodeA, 'a1', 'room')
+      const a2 = await join(nodeA, 'a2', 'room')
+      // Joins on different nodes are concurrent: b1's history has both only once they are in Redis.
+      await waitFor(() => nodeA.app.mles.history('room').length === 2, 'both joins in the history')
+      const b1 = await join(nodeB, 'b1', 'room')
+      await collect(a2, 1)
+      await collect(b1, 2)
+      a1.send('before')
+      assert.equal((await a2.next()).text, 'before')
+      assert.equal((await b1.next()).text, 'before')
+
+      await own.stop()
+      await waitFor(() => nodeA.app.mles.metrics().cluster_outages === 1, 'node A to notice the outage')
+      for (let i = 0; i < 50; i++) a1.send(`a1#${i}`)
+      assert.deepEqual(await collect(a2, 50), Array.from({ length: 50 }, (_, i) => `a1#${i}`), 'local delivery goes on')
+      assert.equal(nodeA.app.mles.metrics().cluster_unsent_frames, 50)
+      // A join while Redis is away is served locally, with the local history.
+      const a3 = await join(nodeA, 'a3', 'room')
+      const replay = await collect(a3, 4)
+      assert.equal(replay[3], 'before')
+
+      await own.restart()
+      await waitFor(() => {
+        a1.send('probe')
+        return b1.pending > 0
+      }, 'cross-node delivery to resume', 15_000)
+      const after = await b1.next()
+      assert.equal(after.text, 'probe')
+      b1.send('b1 is back')
+      let heard = ''
+      while (heard !== 'b1 is back') heard = (await a1.next(5000)).text
+      assert.ok(process.memoryUsage().heapUsed < 512 * 1024 * 1024)
+    } finally {
+      await Promise.all([nodeA.app.close(), nodeB.app.close()])
+      await own.cleanup()
+    }
+  })
+
+  test('registering fails with a clear error when Redis cannot be reached', async () => {
+    await assert.rejects(startMles({ redis: { url: 'redis://127.0.0.1:1', connectTimeoutMs: 500 } }), /cannot reach Redis at redis:\/\/127\.0\.0\.1:1/)
+  })
+})
