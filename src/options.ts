@@ -178,7 +178,7 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     throw new MlesOptionError('options', `must be an object (got ${describe(options)})`)
   }
   const given = (options ?? {}) as Record<string, unknown>
-  const known = new Set<string>(['path', 'key', 'redis', ...Object.keys(INTEGER_RANGES)])
+  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis'])
   for (const name of Object.keys(given)) {
     if (!known.has(name) && !FASTIFY_REGISTER_KEYS.has(name)) {
       throw new MlesOptionError(name, `is not an option of fastify-mles; known options: ${[...known].join(', ')}`)

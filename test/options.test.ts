@@ -6,7 +6,7 @@ import { resolveOptions } from '../src/options.js'
 
 test('defaults', () => {
   const resolved = resolveOptions({}, {})
-  assert.deepEqual(resolved, { ...DEFAULT_OPTIONS, key: undefined })
+  assert.deepEqual(resolved, { ...DEFAULT_OPTIONS, key: undefined, redis: undefined })
   assert.equal(resolved.historyLimit, 200)
   assert.equal(resolved.historyMaxBytes, 10 * 1024 * 1024)
   assert.equal(resolved.channelIdleMs, 30 * 24 * 3600 * 1000)
@@ -23,6 +23,11 @@ test('key comes from the option, else from MLES_KEY; empty MLES_KEY means none',
   assert.equal(resolveOptions({}, { MLES_KEY: 'env' }).key, 'env')
   assert.equal(resolveOptions({ key: 'opt' }, { MLES_KEY: 'env' }).key, 'opt')
   assert.equal(resolveOptions({}, { MLES_KEY: '' }).key, undefined)
+})
+
+test('redis takes a URL or settings, with defaults', () => {
+  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000 })
+  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000 })
 })
 
 test('byte bounds follow a larger maxMessageBytes by default', () => {
@@ -51,6 +56,11 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ path: '/a?b' }, 'path', /without query/],
   [{ key: '' }, 'key', /non-empty string/],
   [{ key: 42 }, 'key', /non-empty string \(got 42\)/],
+  [{ redis: 'http://localhost:6379' }, 'redis.url', /redis:\/\/ or rediss:\/\/ URL \(got "http/],
+  [{ redis: 6379 }, 'redis', /must be a redis:\/\/ URL or \{ url/],
+  [{ redis: { url: 'redis://x', leaseTtlMs: 10 } }, 'redis.leaseTtlMs', /from 30 to/],
+  [{ redis: { url: 'redis://x', db: 2 } }, 'redis.db', /not a setting of the Redis engine/],
+  [{ redis: { url: 'redis://x', keyPrefix: 7 } }, 'redis.keyPrefix', /must be a string/],
   [{ historyLimt: 5 }, 'historyLimt', /is not an option of fastify-mles; known options: path, key, historyLimit/]
 ]
 
