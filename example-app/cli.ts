@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The `mles` command: the reference server's command line (SPEC §8) on fastify-mles.
-import { parseCommandLine } from './config.js'
+import cluster from 'node:cluster'
+import { parseCommandLine, type ServerConfig } from './config.js'
 import { startServer, type ServerHandle } from './server.js'
 import { packageVersion } from './version.js'
+import { WorkerPool, type WorkerMessage } from './workers.js'
 
 const parsed = parseCommandLine(process.argv.slice(2), process.env, packageVersion())
 if (parsed.kind === 'exit') {
@@ -11,31 +13,78 @@ if (parsed.kind === 'exit') {
 }
 const { config } = parsed
 
-let handle: ServerHandle
-try {
-  handle = await startServer(config)
-} catch (error) {
-  process.stderr.write(`mles: ${(error as Error).message}\n`)
-  process.exit(1)
-}
+if (config.workers > 1 && cluster.isPrimary) await runPrimary(config)
+else await runServer(config)
 
-const endpoint = handle.url.replace(/^http/, 'ws')
-process.stdout.write(`mles: serving ${handle.url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket)\n`)
-
-let signals = 0
-const stop = (signal: NodeJS.Signals): void => {
-  if (++signals > 1) {
-    process.stderr.write(`mles: second ${signal}; exiting now\n`)
+/** One server in this process: the whole of `mles`, or one worker of `mles --workers N`. */
+async function runServer (config: ServerConfig): Promise<void> {
+  const report = (message: WorkerMessage): void => { process.send?.(message) }
+  let handle: ServerHandle
+  try {
+    handle = await startServer(config)
+  } catch (error) {
+    process.stderr.write(`mles: ${(error as Error).message}\n`)
+    report({ mles: 'failed', error: (error as Error).message })
     process.exit(1)
   }
-  handle.shutdown().then(() => { process.exit(0) }, (error: Error) => {
-    process.stderr.write(`mles: shutdown failed: ${error.message}\n`)
-    process.exit(1)
+
+  const endpoint = handle.url.replace(/^http/, 'ws')
+  if (cluster.isWorker) report({ mles: 'listening', url: handle.url })
+  else process.stdout.write(`mles: serving ${handle.url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket)\n`)
+
+  let signals = 0
+  const stop = (signal: NodeJS.Signals): void => {
+    if (++signals > 1) {
+      process.stderr.write(`mles: second ${signal}; exiting now\n`)
+      process.exit(1)
+    }
+    handle.shutdown().then(() => { process.exit(0) }, (error: Error) => {
+      process.stderr.write(`mles: shutdown failed: ${error.message}\n`)
+      process.exit(1)
+    })
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  process.on('SIGUSR1', () => { handle.logMetrics() })
+  // Meant for the primary of `--workers`; a worker signalled by mistake stays up.
+  if (cluster.isWorker) process.on('SIGUSR2', () => {})
+  process.on('SIGHUP', () => {
+    handle.reloadCertificates().catch((error: Error) => { handle.app.log.error({ err: error }, 'mles: certificate reload failed; keeping the old one') })
   })
 }
-process.on('SIGTERM', stop)
-process.on('SIGINT', stop)
-process.on('SIGUSR1', () => { handle.logMetrics() })
-process.on('SIGHUP', () => {
-  handle.reloadCertificates().catch((error: Error) => { handle.app.log.error({ err: error }, 'mles: certificate reload failed; keeping the old one') })
-})
+
+/** `mles --workers N`: starts and watches the workers, which share the port. */
+async function runPrimary (config: ServerConfig): Promise<void> {
+  const pool = new WorkerPool({
+    count: config.workers,
+    startTimeoutMs: 60_000,
+    stopTimeoutMs: config.shutdownTimeoutMs + 5000,
+    say: (line) => { process.stdout.write(line + '\n') },
+    complain: (line) => { process.stderr.write(line + '\n') }
+  })
+  // SIGINT from a terminal reaches the workers too; they shut down by themselves.
+  let stopping = false
+  const stop = (): void => {
+    if (stopping) return
+    stopping = true
+    pool.stop().then(() => { process.exit(0) }, () => { process.exit(1) })
+  }
+  process.on('SIGTERM', stop)
+  process.on('SIGINT', stop)
+  process.on('SIGUSR1', () => { pool.forward('SIGUSR1') })
+  process.on('SIGHUP', () => { pool.forward('SIGHUP') })
+  process.on('SIGUSR2', () => {
+    pool.replaceAll().catch((error: Error) => { process.stderr.write(`mles: replacing workers failed: ${error.message}\n`) })
+  })
+
+  let url: string
+  try {
+    url = await pool.start()
+  } catch (error) {
+    process.stderr.write(`mles: a worker failed to start: ${(error as Error).message}\n`)
+    await pool.stop()
+    process.exit(1)
+  }
+  const endpoint = url.replace(/^http/, 'ws')
+  process.stdout.write(`mles: serving ${url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket) with ${config.workers} workers (primary ${process.pid}; SIGUSR2 replaces them one at a time)\n`)
+}

@@ -55,6 +55,10 @@ export interface ServerConfig {
   logLevel: string
   /** Longest a graceful shutdown may take before connections are cut. */
   shutdownTimeoutMs: number
+  /** Redis URL: this server is one node of a cluster sharing channels through it. */
+  redis?: string
+  /** Worker processes sharing the port (more than 1 needs `redis`). */
+  workers: number
   /** ACME tuning, for tests and private CAs (no flags). */
   acme: AcmeTuning
 }
@@ -121,6 +125,15 @@ function listenAddress (value: string): { host: string, port: number } {
   return { host: match[1] ?? match[2], port }
 }
 
+function redisUrl (value: string): string {
+  let scheme = ''
+  try {
+    scheme = new URL(value).protocol
+  } catch {}
+  if (scheme !== 'redis:' && scheme !== 'rediss:') throw new InvalidArgumentError('must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379')
+  return value
+}
+
 function url (value: string): string {
   try {
     const parsed = new URL(value)
@@ -169,7 +182,9 @@ export function buildCommand (version: string): Command {
     .option('--acme-ca-file <file>', 'extra CA (PEM) to trust for the ACME directory')
     .addOption(new Option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(listenAddress))
     .addOption(new Option('--metrics-interval <seconds>', 'seconds between metrics log lines; 0 = off').argParser(integer(0, 86_400)).default(300))
-    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully.')
+    .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
+    .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
+    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
 }
 
 interface ParsedFlags {
@@ -194,6 +209,8 @@ interface ParsedFlags {
   acmeCaFile?: string
   metricsListen?: { host: string, port: number }
   metricsInterval: number
+  redis?: string
+  workers: number
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -219,6 +236,11 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     if (acmeFlags.length > 0) throw new ConfigError(`--tls-cert/--tls-key cannot be combined with ACME options (${flagName(acmeFlags[0])})`)
   }
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
+
+  if (flags.workers > 1) {
+    if (flags.redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL: the workers share channels, history and uids through Redis`)
+    if (tls === 'acme') throw new ConfigError('--workers cannot get certificates through ACME (each worker would order its own); use --tls-cert/--tls-key, or --no-tls behind a TLS-terminating proxy')
+  }
 
   const logLevel = env.MLES_LOG_LEVEL ?? 'info'
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError(`MLES_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')} (got "${logLevel}")`)
@@ -248,6 +270,8 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     key,
     logLevel,
     shutdownTimeoutMs: 10_000,
+    redis: flags.redis,
+    workers: flags.workers,
     acme: { ...DEFAULT_ACME_TUNING }
   }
 }

@@ -62,6 +62,7 @@ export function completeConfig (input: ServerConfigInput): ServerConfig {
     metricsLogIntervalSec: 300,
     logLevel: 'info',
     shutdownTimeoutMs: 10_000,
+    workers: 1,
     ...input,
     domains: input.domains.map((domain) => domain.toLowerCase()),
     acme: { ...DEFAULT_ACME_TUNING, ...input.acme }
@@ -169,7 +170,8 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     historyLimit: config.historyLimit,
     perIpLimit: config.perIpLimit,
     perIpWindowMs: config.perIpWindowSec * 1000,
-    ...(config.key === undefined ? {} : { key: config.key })
+    ...(config.key === undefined ? {} : { key: config.key }),
+    ...(config.redis === undefined ? {} : { redis: config.redis })
   })
 
   let address: AddressInfo

@@ -1,0 +1,142 @@
+import cluster, { type Worker } from 'node:cluster'
+
+/** The primary's side of `mles --workers N`: what it prints and how long it waits. */
+export interface WorkerPoolOptions {
+  count: number
+  /** Longest a worker may take to start listening. */
+  startTimeoutMs: number
+  /** Longest a worker may take to shut down gracefully before it is killed. */
+  stopTimeoutMs: number
+  /** One line for the operator (stdout). */
+  say: (line: string) => void
+  /** One line about a fault (stderr). */
+  complain: (line: string) => void
+}
+
+/** Messages a worker sends to the primary. */
+export type WorkerMessage =
+  | { mles: 'listening', url: string }
+  | { mles: 'failed', error: string }
+
+const RESPAWN_DELAY_MS = 1000
+
+function isWorkerMessage (message: unknown): message is WorkerMessage {
+  return typeof message === 'object' && message !== null && 'mles' in message
+}
+
+/**
+ * `mles --workers N`: N copies of the server in worker processes, sharing the
+ * listening port through node:cluster (the primary accepts and hands
+ * connections round-robin) and joined through Redis, so a channel spans them.
+ * A worker that dies is replaced; SIGUSR2 replaces them all, one at a time,
+ * each new one listening before the old one closes its clients (who reconnect
+ * to the others and find their history in Redis).
+ */
+export class WorkerPool {
+  private readonly workers = new Set<Worker>()
+  private stopping = false
+  private replacing: Promise<void> | null = null
+  /** Workers being replaced or stopped on purpose: their exit is not a crash. */
+  private readonly retiring = new WeakSet<Worker>()
+
+  constructor (private readonly options: WorkerPoolOptions) {
+    cluster.on('exit', (worker, code, signal) => { this.exited(worker, code, signal) })
+  }
+
+  get size (): number {
+    return this.workers.size
+  }
+
+  /** Starts every worker; resolves with the URL once all listen, rejects if one fails. */
+  async start (): Promise<string> {
+    const urls = await Promise.all(Array.from({ length: this.options.count }, async () => await this.spawn()))
+    return urls[0]
+  }
+
+  /** Starts one worker and waits until it listens. */
+  private async spawn (): Promise<string> {
+    const worker = cluster.fork()
+    this.workers.add(worker)
+    return await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup()
+        void this.retire(worker)
+        reject(new Error(`worker ${worker.process.pid ?? '?'} did not start within ${this.options.startTimeoutMs} ms`))
+      }, this.options.startTimeoutMs)
+      const onMessage = (message: unknown): void => {
+        if (!isWorkerMessage(message)) return
+        cleanup()
+        if (message.mles === 'listening') resolve(message.url)
+        else reject(new Error(message.error))
+      }
+      const onExit = (code: number | null): void => {
+        cleanup()
+        reject(new Error(`worker ${worker.process.pid ?? '?'} exited with code ${code ?? 'null'} before listening`))
+      }
+      const cleanup = (): void => {
+        clearTimeout(timer)
+        worker.off('message', onMessage)
+        worker.off('exit', onExit)
+      }
+      worker.on('message', onMessage)
+      worker.on('exit', onExit)
+    })
+  }
+
+  /** Asks a worker to shut down gracefully (SIGTERM), killing it if it takes too long; resolves when it is gone. */
+  private async retire (worker: Worker): Promise<void> {
+    this.retiring.add(worker)
+    if (worker.isDead()) {
+      this.workers.delete(worker)
+      return
+    }
+    const gone = new Promise<void>((resolve) => { worker.once('exit', () => { resolve() }) })
+    worker.process.kill('SIGTERM')
+    const killer = setTimeout(() => { worker.process.kill('SIGKILL') }, this.options.stopTimeoutMs)
+    await gone
+    clearTimeout(killer)
+    this.workers.delete(worker)
+  }
+
+  /** Replaces every worker, one at a time: the new one listens before the old one goes. */
+  async replaceAll (): Promise<void> {
+    if (this.replacing !== null) return await this.replacing
+    this.replacing = (async () => {
+      const old = [...this.workers]
+      this.options.say(`mles: replacing ${old.length} worker(s) one at a time`)
+      for (const worker of old) {
+        if (this.stopping) break
+        try {
+          await this.spawn()
+        } catch (error) {
+          this.options.complain(`mles: a new worker failed to start (${(error as Error).message}); keeping the old ones`)
+          return
+        }
+        await this.retire(worker)
+      }
+      this.options.say(`mles: workers replaced (${[...this.workers].map((worker) => worker.process.pid).join(', ')})`)
+    })().finally(() => { this.replacing = null })
+    return await this.replacing
+  }
+
+  /** Sends a signal to every worker (SIGUSR1 metrics, SIGHUP certificates). */
+  forward (signal: NodeJS.Signals): void {
+    for (const worker of this.workers) worker.process.kill(signal)
+  }
+
+  /** Stops every worker gracefully. */
+  async stop (): Promise<void> {
+    this.stopping = true
+    await Promise.all([...this.workers].map(async (worker) => { await this.retire(worker) }))
+  }
+
+  private exited (worker: Worker, code: number | null, signal: string | null): void {
+    this.workers.delete(worker)
+    if (this.stopping || this.retiring.has(worker)) return
+    this.options.complain(`mles: worker ${worker.process.pid ?? '?'} died (${signal ?? `code ${code ?? 'null'}`}); starting another in ${RESPAWN_DELAY_MS} ms`)
+    setTimeout(() => {
+      if (this.stopping) return
+      this.spawn().catch((error: Error) => { this.options.complain(`mles: a replacement worker failed to start: ${error.message}`) })
+    }, RESPAWN_DELAY_MS).unref()
+  }
+}
