@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--peers] [--runs N] [--workloads W1,W3] [--systems a,b] [--readme]
+// npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W3] [--systems a,b] [--readme]
 //
 // Starts each server fresh for every measurement on one core and the load
 // generator on another (taskset), runs the workloads, and reports medians of
@@ -10,8 +10,8 @@ import { availableParallelism, cpus } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
-import { HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
-import { installed, startMosquitto, startNats } from './lib/peers.js'
+import { CLUSTER_SYSTEMS, HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
+import { installed, startMlesCommand, startMosquitto, startNats, startRedisServer } from './lib/peers.js'
 import { aggregate, chart, paramsLabel, stat, table, tablesByWorkload, type Entry } from './lib/report.js'
 import type { Job, Measurement, Workload } from './generator.js'
 
@@ -23,6 +23,7 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     peers: { type: 'boolean', default: false },
+    cluster: { type: 'boolean', default: false },
     runs: { type: 'string' },
     workloads: { type: 'string' },
     systems: { type: 'string' },
@@ -43,16 +44,25 @@ const workloads = (args.workloads ?? 'W1,W2,W3,W4,W5').split(',') as Workload[]
 for (const workload of workloads) if (!['W1', 'W2', 'W3', 'W4', 'W5'].includes(workload)) fail(`unknown workload ${workload}`)
 
 const peersWanted = args.peers ?? false
+const clusterWanted = args.cluster ?? false
 let systems: SystemName[] = args.systems === undefined
-  ? SYSTEMS.filter((system) => (system !== 'mosquitto' && system !== 'nats') || peersWanted)
+  ? SYSTEMS.filter((system) => ((system !== 'mosquitto' && system !== 'nats') || peersWanted) && (!CLUSTER_SYSTEMS.has(system) || clusterWanted))
   : args.systems.split(',') as SystemName[]
 for (const system of systems) if (!SYSTEMS.includes(system)) fail(`unknown system ${system}; known: ${SYSTEMS.join(', ')}`)
+const PACKAGES: Partial<Record<SystemName, [string, string]>> = {
+  mosquitto: ['mosquitto', 'mosquitto'],
+  nats: ['nats-server', 'nats-server'],
+  'mles-redis': ['redis-server', 'redis-server'],
+  'mles-workers2': ['redis-server', 'redis-server']
+}
 systems = systems.filter((system) => {
-  const binary = system === 'mosquitto' ? 'mosquitto' : system === 'nats' ? 'nats-server' : null
-  if (binary === null || installed(binary)) return true
-  process.stderr.write(`bench: ${binary} is not installed; skipping ${system} (Debian: apt-get install ${system === 'nats' ? 'nats-server' : 'mosquitto'})\n`)
+  const needed = PACKAGES[system]
+  if (needed === undefined || installed(needed[0])) return true
+  process.stderr.write(`bench: ${needed[0]} is not installed; skipping ${system} (Debian: apt-get install ${needed[1]})\n`)
   return false
 })
+/** The cluster systems take part in W2 only: the workload the workers target is about. */
+const systemsFor = (workload: Workload): SystemName[] => systems.filter((system) => workload === 'W2' || !CLUSTER_SYSTEMS.has(system))
 
 const canPin = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0
 const serverPin = canPin ? ['taskset', '-c', '0'] : []
@@ -81,6 +91,17 @@ async function stopChild (child: ChildProcess): Promise<void> {
 }
 
 async function startServer (system: SystemName): Promise<RunningServer> {
+  if (CLUSTER_SYSTEMS.has(system)) {
+    // Not pinned: the workers are there to use both cores (Redis and the generator share them).
+    const redis = await startRedisServer()
+    try {
+      const { child, port } = await startMlesCommand(join(projectRoot, 'dist', 'example-app', 'cli.js'), redis.port, system === 'mles-workers2' ? 2 : 1)
+      return { pid: child.pid as number, port, stop: async () => { await stopChild(child); await stopChild(redis.child) } }
+    } catch (error) {
+      await stopChild(redis.child)
+      throw error
+    }
+  }
   if (system === 'mosquitto' || system === 'nats') {
     const { child, port } = system === 'mosquitto' ? await startMosquitto(serverPin) : await startNats(serverPin)
     return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
@@ -103,7 +124,7 @@ async function startServer (system: SystemName): Promise<RunningServer> {
 async function measure (system: SystemName, job: Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>): Promise<Measurement> {
   const server = await startServer(system)
   try {
-    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: system !== 'mosquitto' && system !== 'nats' }
+    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: system !== 'mosquitto' && system !== 'nats' && !CLUSTER_SYSTEMS.has(system) }
     const command = [...generatorPin, process.execPath, join(here, 'generator.js'), JSON.stringify(full)]
     const generator = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
@@ -168,24 +189,24 @@ for (const workload of workloads) {
   if (workload === 'W1') {
     for (const n of sizes.fanOutN) {
       for (const size of sizes.payloads) {
-        const saturated = await series(systems, 'W1', { n, size, mode: 'sat' }, () => ({ workload, n, size, mode: 'sat', ...timing }))
+        const saturated = await series(systemsFor('W1'), 'W1', { n, size, mode: 'sat' }, () => ({ workload, n, size, mode: 'sat', ...timing }))
         // The fixed rate is half of each system's own saturated rate, from this run.
         const maxRate = new Map([...saturated].map(([system, entry]) => [system, stat(entry, 'messages_per_s')?.median ?? 0]))
-        const rated = systems.filter((system) => (maxRate.get(system) ?? 0) > 0)
+        const rated = systemsFor('W1').filter((system) => (maxRate.get(system) ?? 0) > 0)
         await series(rated, 'W1', { n, size, mode: 'rate' }, (system) => ({ workload, n, size, mode: 'rate', rate: Math.round((maxRate.get(system) ?? 0) / 2), ...timing }))
       }
     }
   } else if (workload === 'W2') {
-    await series(systems, 'W2', { pairs: sizes.pairs }, () => ({ workload, pairs: sizes.pairs, ...timing }))
+    await series(systemsFor('W2'), 'W2', { pairs: sizes.pairs }, () => ({ workload, pairs: sizes.pairs, ...timing }))
   } else if (workload === 'W3') {
     const params = { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }
-    await series(systems, 'W3', params, () => ({ workload, ...params, settleMs: quick ? 0 : 10_000, ...timing }))
+    await series(systemsFor('W3'), 'W3', params, () => ({ workload, ...params, settleMs: quick ? 0 : 10_000, ...timing }))
   } else if (workload === 'W4') {
     const params = { joiners: sizes.joiners, history: sizes.history }
-    await series(systems.filter((s) => HAS_HISTORY.has(s)), 'W4', params, () => ({ workload, ...params, ...timing }))
+    await series(systemsFor('W4').filter((s) => HAS_HISTORY.has(s)), 'W4', params, () => ({ workload, ...params, ...timing }))
   } else {
     const params = { n: 100, size: 64, slow: sizes.slow }
-    await series(systems, 'W5', params, () => ({ workload, n: 100, size: 64, mode: 'sat', slow: sizes.slow, warmupMs: timing.warmupMs, durationMs: timing.durationMs * (quick ? 2 : 3) }))
+    await series(systemsFor('W5'), 'W5', params, () => ({ workload, n: 100, size: 64, mode: 'sat', slow: sizes.slow, warmupMs: timing.warmupMs, durationMs: timing.durationMs * (quick ? 2 : 3) }))
   }
 }
 
@@ -219,6 +240,10 @@ const w2 = { pairs: sizes.pairs }
 const rtOurs = median(find('fastify-mles', 'W2', w2), 'round_trips_per_s')
 const rtWs = median(find('ws-basic', 'W2', w2), 'round_trips_per_s')
 if (rtOurs !== undefined && rtWs !== undefined) check('W2 round trips ≥ 0.9× raw ws', rtOurs / rtWs, (r) => r >= 0.9, (r) => `${r.toFixed(2)}×`)
+const rtOneWorker = median(find('mles-redis', 'W2', w2), 'round_trips_per_s')
+const rtTwoWorkers = median(find('mles-workers2', 'W2', w2), 'round_trips_per_s')
+if (rtOneWorker !== undefined && rtTwoWorkers !== undefined) check('W2 with --workers 2 and Redis ≥ 1.6× one worker with Redis', rtTwoWorkers / rtOneWorker, (r) => r >= 1.6, (r) => `${r.toFixed(2)}×`)
+if (rtOurs !== undefined && rtTwoWorkers !== undefined) check('W2 with --workers 2 and Redis ≥ 1.6× the single-process plugin', rtTwoWorkers / rtOurs, (r) => r >= 1.6, (r) => `${r.toFixed(2)}×`)
 check('W3 ≤ 6 KB per idle connection (settled)', median(find('fastify-mles', 'W3', { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }), 'kb_per_conn'), (v) => v <= 6, (v) => `${v.toFixed(2)} KB`)
 const w5 = find('fastify-mles', 'W5', { n: 100, size: 64, slow: sizes.slow })
 const d5 = median(w5, 'deliveries_per_s')

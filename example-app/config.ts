@@ -35,6 +35,8 @@ export interface ServerConfig {
   compressionCacheMb: number
   /** Upgrades per source IP per window; 0 = off. */
   perIpLimit: number
+  /** Frames a connection may publish per second; 0 = off. */
+  messagesPerSecond: number
   /** That window, in seconds. */
   perIpWindowSec: number
   tls: TlsMode
@@ -171,6 +173,7 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('-p, --port <port>', 'TLS port for HTTPS and WebSocket').argParser(integer(0, 65535)).default(443))
     .option('-r, --redirect', 'also listen on --http-port and redirect to https', false)
     .addOption(new Option('-C, --compression-cache <MB>', 'MB of compressed static files kept in memory; 0 = off').argParser(integer(0, 1_000_000)).default(10))
+    .addOption(new Option('--messages-per-second <frames>', 'frames a connection may publish per second, the excess dropped; 0 = off').argParser(integer(0, 1_000_000_000)).default(100))
     .addOption(new Option('--per-ip-limit <connections>', 'connections allowed per source IP per window; 0 = off').argParser(integer(0, 1_000_000_000)).default(60))
     .addOption(new Option('--per-ip-window <seconds>', 'that window in seconds').argParser(integer(1, 2_000_000)).default(60))
     .option('--host <address>', 'address to listen on (default: every address, IPv6 and IPv4)', '::')
@@ -199,6 +202,7 @@ interface ParsedFlags {
   redirect: boolean
   compressionCache: number
   perIpLimit: number
+  messagesPerSecond: number
   perIpWindow: number
   host: string
   httpPort: number
@@ -259,6 +263,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     redirect: flags.redirect,
     compressionCacheMb: flags.compressionCache,
     perIpLimit: flags.perIpLimit,
+    messagesPerSecond: flags.messagesPerSecond,
     perIpWindowSec: flags.perIpWindow,
     tls,
     tlsCert: flags.tlsCert === undefined ? undefined : existing('file', '--tls-cert', flags.tlsCert),

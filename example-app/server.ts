@@ -56,6 +56,7 @@ export function completeConfig (input: ServerConfigInput): ServerConfig {
     redirect: false,
     compressionCacheMb: 10,
     perIpLimit: 60,
+    messagesPerSecond: 100,
     perIpWindowSec: 60,
     tls: input.tlsCert !== undefined ? 'files' : 'acme',
     acmeDirectory: LETS_ENCRYPT_PRODUCTION,
@@ -169,6 +170,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
   await app.register(mles, {
     historyLimit: config.historyLimit,
     perIpLimit: config.perIpLimit,
+    messagesPerSecond: config.messagesPerSecond,
     perIpWindowMs: config.perIpWindowSec * 1000,
     ...(config.key === undefined ? {} : { key: config.key }),
     ...(config.redis === undefined ? {} : { redis: config.redis })

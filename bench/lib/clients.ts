@@ -1,7 +1,9 @@
 import { RawWebSocket } from './raw-ws.js'
 
 /** The systems the benchmark compares. */
-export const SYSTEMS = ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io', 'mosquitto', 'nats'] as const
+export const SYSTEMS = ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io', 'mosquitto', 'nats', 'mles-redis', 'mles-workers2'] as const
+/** The `mles` command joined through Redis: one worker, and two sharing the port (`--cluster`, W2 only). */
+export const CLUSTER_SYSTEMS: ReadonlySet<SystemName> = new Set<SystemName>(['mles-redis', 'mles-workers2'])
 export type SystemName = typeof SYSTEMS[number]
 
 export interface BenchHandlers {
@@ -209,6 +211,8 @@ const connectNats: Connector = async (port, _uid, channel, handlers) => {
 
 export const CONNECTORS: Record<SystemName, Connector> = {
   'fastify-mles': connectMles,
+  'mles-redis': connectMles,
+  'mles-workers2': connectMles,
   'ws-basic': connectMles,
   'ws-ceiling': connectMles,
   'socket.io': connectSocketIo,
@@ -217,4 +221,4 @@ export const CONNECTORS: Record<SystemName, Connector> = {
 }
 
 /** Systems that keep a channel history replayed to joiners (W4). */
-export const HAS_HISTORY: ReadonlySet<SystemName> = new Set(['fastify-mles', 'ws-basic', 'ws-ceiling'])
+export const HAS_HISTORY: ReadonlySet<SystemName> = new Set(['fastify-mles', 'ws-basic', 'ws-ceiling', 'mles-redis', 'mles-workers2'])

@@ -79,3 +79,33 @@ export async function startNats (pin: string[]): Promise<{ child: ChildProcess, 
   await waitForPort(port, child)
   return { child, port }
 }
+
+/** redis-server on loopback, nothing saved: the engine of the cluster systems. */
+export async function startRedisServer (): Promise<{ child: ChildProcess, port: number }> {
+  const port = await freePort()
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: 'ignore' })
+  await waitForPort(port, child)
+  return { child, port }
+}
+
+/**
+ * The `mles` command as an operator runs it in a cluster: `--redis`, and
+ * `--workers N` processes sharing the port (N = 1 runs the server in the
+ * process itself). Rate and per-IP limits off, as for the other systems.
+ */
+export async function startMlesCommand (cli: string, redisPort: number, workers: number): Promise<{ child: ChildProcess, port: number }> {
+  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
+  const child = spawn(process.execPath, [cli, '--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', wwwroot,
+    '--redis', `redis://127.0.0.1:${redisPort}`, '--workers', String(workers),
+    '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
+  const port = await new Promise<number>((resolve, reject) => {
+    let output = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /serving http:\/\/localhost:(\d+)\//.exec(output)
+      if (match !== null) resolve(Number(match[1]))
+    })
+    child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })
+  })
+  return { child, port }
+}

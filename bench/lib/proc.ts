@@ -1,21 +1,47 @@
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 
 /** Linux reports CPU time in clock ticks of 1/100 s (USER_HZ). */
 const TICK_US = 10_000
 
-/** User + system CPU time of a process (all its threads), in microseconds. */
-export function cpuMicros (pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-  return (Number(fields[11]) + Number(fields[12])) * TICK_US
+/** Child processes of `pid` (all its threads' children). */
+function childrenOf (pid: number): number[] {
+  const children: number[] = []
+  try {
+    for (const task of readdirSync(`/proc/${pid}/task`)) {
+      const listed = readFileSync(`/proc/${pid}/task/${task}/children`, 'latin1').trim()
+      if (listed !== '') children.push(...listed.split(' ').map(Number))
+    }
+  } catch {}
+  return children
 }
 
-/** Resident set size of a process, in KiB. */
+/** User + system CPU time of a process (all its threads) and its live descendants (workers), in microseconds. */
+export function cpuMicros (pid: number): number {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+  } catch {
+    return 0
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  let total = (Number(fields[11]) + Number(fields[12])) * TICK_US
+  for (const child of childrenOf(pid)) total += cpuMicros(child)
+  return total
+}
+
+/** Resident set size of a process and its live descendants, in KiB. */
 export function rssKiB (pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'latin1')
+  let status: string
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'latin1')
+  } catch {
+    return 0
+  }
   const match = /VmRSS:\s+(\d+) kB/.exec(status)
-  return match === null ? 0 : Number(match[1])
+  let total = match === null ? 0 : Number(match[1])
+  for (const child of childrenOf(pid)) total += rssKiB(child)
+  return total
 }
 
 export const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }

@@ -6,16 +6,21 @@ import type { Metrics } from '../metrics.js'
 import { decodeEntry, encodeEntry, StreamId } from './entry.js'
 
 /**
- * Lua, so that a frame is appended to its channel's stream and announced to
+ * Lua, so that a batch of frames — all published here within one event-loop
+ * turn, one command instead of one per frame — is appended to its channel's stream and announced to
  * the nodes in one step: the pub/sub notices then come in stream order, and
  * each carries the entry's id, which is how a node matches them with what it
  * reads from the stream (replay, gap fill) and drops the ones it has had.
  */
 const PUBLISH_SCRIPT = `
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', ARGV[4], id .. ' ' .. ARGV[2])
-return id`
+local maxLength, ttl = ARGV[1], ARGV[2]
+for i = 1, #KEYS do
+  local entry = ARGV[2 * i + 2]
+  local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxLength, '*', 'm', entry)
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  redis.call('PUBLISH', ARGV[2 * i + 1], id .. ' ' .. entry)
+end
+return #KEYS`
 
 /** Deletes a uid lease only if it is still ours. */
 const RELEASE_SCRIPT = `
@@ -30,7 +35,8 @@ if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 return 0`
 
 interface BusRedis extends Redis {
-  mlesPublish: (stream: string, maxLength: number, entry: Buffer, ttlMs: number, topic: string) => Promise<string>
+  /** `mlesPublish(count, ...streams, maxLength, ttlMs, ...(topic, entry) pairs)` */
+  mlesPublish: (...args: Array<string | number | Buffer>) => Promise<number>
   mlesRelease: (key: string, token: string) => Promise<number>
   mlesRefresh: (key: string, token: string, ttlMs: number) => Promise<number>
 }
@@ -62,11 +68,21 @@ interface Pending {
   body: Buffer
 }
 
+/** A frame on its way to Redis. */
+interface Outgoing {
+  channel: string
+  payload: Uint8Array
+  isBinary: boolean
+  uid: string | null
+  sequence: number
+  entry: Buffer
+}
+
 /** This node's view of one channel's stream. */
 interface Watch {
   /** The id of the last entry applied; null until the channel was read once (before, frames here are this node's only). */
   cursor: StreamId | null
-  /** Notices held back while the stream is being read; null when none is running. */
+  /** Notices held back while the stream is being read; null when no read is running. */
   held: Pending[] | null
   /** A read was cut short (too many notices held, or Redis failed): read again. */
   stale: boolean
@@ -80,6 +96,8 @@ interface Watch {
 const MAX_HELD_NOTICES = 10_000
 /** Frames sent to Redis and not yet answered; past this, frames stay local (Redis is too slow or gone). */
 const MAX_IN_FLIGHT = 65_536
+/** Frames per script call at most, so that one call never holds Redis up for long. */
+const MAX_BATCH = 1024
 
 /** Hides the password of a Redis URL in messages. */
 export function redactRedisUrl (url: string): string {
@@ -119,6 +137,8 @@ export class RedisBus<M extends HubMember> implements Replication {
   private hub: Hub<M> | null = null
   private leaseSerial = 0
   private inFlight = 0
+  /** Frames published in this event-loop turn, sent together at its end. */
+  private batch: Outgoing[] = []
   private maintenanceTimer: NodeJS.Timeout | null = null
   private closed = false
   /** Whether each connection has been ready before: a later 'ready' is a reconnection. */
@@ -144,7 +164,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     }
     this.commands = new Redis(options.url, { ...connection, enableAutoPipelining: true, connectionName: `mles:${this.nodeId}` }) as BusRedis
     this.subscriber = new Redis(options.url, { ...connection, connectionName: `mles-sub:${this.nodeId}` })
-    this.commands.defineCommand('mlesPublish', { numberOfKeys: 1, lua: PUBLISH_SCRIPT })
+    this.commands.defineCommand('mlesPublish', { lua: PUBLISH_SCRIPT })
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { numberOfKeys: 1, lua: REFRESH_SCRIPT })
     this.topicPrefix = options.keyPrefix + 'p:'
@@ -242,14 +262,27 @@ export class RedisBus<M extends HubMember> implements Replication {
       this.keepLocal(channel, payload, isBinary, uid, sequence)
       return
     }
-    const entry = encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload)
     this.inFlight++
-    this.commands.mlesPublish(this.streamKey(channel), this.options.historyLimit, entry, this.options.channelIdleMs, this.topic(channel)).then(() => {
-      this.inFlight--
+    this.batch.push({ channel, payload, isBinary, uid, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload) })
+    if (this.batch.length === 1) setImmediate(this.sendBatch)
+    else if (this.batch.length >= MAX_BATCH) this.sendBatch()
+  }
+
+  /** Sends the frames published in this turn, in order, as one script call. */
+  private readonly sendBatch = (): void => {
+    const batch = this.batch
+    if (batch.length === 0) return
+    this.batch = []
+    const args: Array<string | number | Buffer> = [batch.length]
+    for (const item of batch) args.push(this.streamKey(item.channel))
+    args.push(this.options.historyLimit, this.options.channelIdleMs)
+    for (const item of batch) args.push(this.topic(item.channel), item.entry)
+    this.commands.mlesPublish(...args).then(() => {
+      this.inFlight -= batch.length
     }, (error: unknown) => {
-      this.inFlight--
+      this.inFlight -= batch.length
       this.fault('publishing', error)
-      this.keepLocal(channel, payload, isBinary, uid, sequence)
+      for (const item of batch) this.keepLocal(item.channel, item.payload, item.isBinary, item.uid, item.sequence)
     })
   }
 
@@ -307,40 +340,41 @@ export class RedisBus<M extends HubMember> implements Replication {
    */
   private async read (channel: string, watch: Watch): Promise<void> {
     watch.held ??= []
-    const initial = watch.cursor === null
-    let entries: Array<[Buffer, Buffer[]]> = []
-    let failed = false
-    try {
-      if (this.commands.status !== 'ready') throw new Error('not connected')
-      if (initial) {
-        entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
-      } else {
-        entries = await this.commands.xrangeBuffer(this.streamKey(channel), '(' + String(watch.cursor), '+')
+    for (;;) {
+      const initial = watch.cursor === null
+      let entries: Array<[Buffer, Buffer[]]> = []
+      let failed = false
+      try {
+        if (this.commands.status !== 'ready') throw new Error('not connected')
+        if (initial) {
+          entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
+        } else {
+          entries = await this.commands.xrangeBuffer(this.streamKey(channel), '(' + String(watch.cursor), '+')
+        }
+      } catch (error) {
+        if ((error as Error).message !== 'not connected') this.fault('reading a channel', error)
+        failed = true
       }
-    } catch (error) {
-      if ((error as Error).message !== 'not connected') this.fault('reading a channel', error)
-      failed = true
-    }
-    if (this.watches.get(channel) !== watch) return
-    const history = initial && this.options.historyLimit > 0
-    for (const [idBytes, fields] of entries) {
-      const id = StreamId.parse(idBytes.toString('latin1'))
-      const body = fieldValue(fields)
-      if (id === null || body === null) continue
-      if (initial && !history) {
-        watch.cursor = id
+      if (this.watches.get(channel) !== watch) return
+      for (const [idBytes, fields] of entries) {
+        const id = StreamId.parse(idBytes.toString('latin1'))
+        const body = fieldValue(fields)
+        if (id === null || body === null) continue
+        if (initial && this.options.historyLimit === 0) watch.cursor = id
+        else this.apply(channel, watch, id, body, initial)
+      }
+      if (initial && !failed && watch.cursor === null) watch.cursor = StreamId.ZERO
+      const held = watch.held ?? []
+      if (held.length > MAX_HELD_NOTICES && !failed) {
+        // Too many notices to hold: the ones let go are in the stream, after the cursor. Read on from there.
+        watch.held = []
         continue
       }
-      this.apply(channel, watch, id, body, initial)
-    }
-    if (initial && !failed && watch.cursor === null) watch.cursor = StreamId.ZERO
-    const held = watch.held
-    watch.held = null
-    const overflowed = held.length > MAX_HELD_NOTICES
-    if (!overflowed) {
+      watch.held = null
       for (const notice of held) this.apply(channel, watch, notice.id, notice.body, false)
+      watch.stale = failed || watch.stale
+      return
     }
-    watch.stale = failed || overflowed || watch.stale
   }
 
   /** A stream notice from the subscriber connection. */
@@ -356,7 +390,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     }
     const body = message.subarray(space + 1)
     if (watch.held !== null) {
-      // Past the bound, the rest is read from the stream once this read is over.
+      // Past the bound, the rest is read again from the stream once this read is over.
       if (watch.held.length <= MAX_HELD_NOTICES) watch.held.push({ id, body })
       return
     }
@@ -460,6 +494,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   async close (): Promise<void> {
     if (this.closed) return
     if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer)
+    this.sendBatch()
     if (this.commands.status === 'ready') {
       await Promise.allSettled([...this.leases].map(async (lease) => await this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token)))
     }

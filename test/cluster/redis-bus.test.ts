@@ -63,9 +63,13 @@ describe('Redis engine: one channel space over several nodes', () => {
   test('a frame published on one node reaches members on every other node exactly once, in order', async () => {
     const { nodes, close } = await startNodes(3)
     try {
-      const members = [await join(nodes[0], 'a', 'room'), await join(nodes[1], 'b', 'room'), await join(nodes[2], 'c', 'room')]
-      // Each sees the join frames of those before it.
-      for (let i = 0; i < members.length; i++) await collect(members[i], i)
+      const members: TestClient[] = []
+      for (const [i, uid] of ['a', 'b', 'c'].entries()) {
+        members.push(await join(nodes[i], uid, 'room'))
+        // Each sees the join frames of those before it, once they are in Redis.
+        assert.equal((await collect(members[i], i)).length, i)
+        await waitFor(() => nodes[i].app.mles.history('room').length === i + 1, `${uid}'s join in Redis`)
+      }
       for (const node of nodes) await waitForMembers(node.app, 'room', 1)
       const perPublisher = 200
       for (let n = 0; n < perPublisher; n++) {
@@ -87,7 +91,9 @@ describe('Redis engine: one channel space over several nodes', () => {
   test('joiners on any node get the same history and then every live frame, with no gap or duplicate while publishing goes on', async () => {
     const { nodes, close } = await startNodes(3, { historyLimit: 100_000 })
     try {
-      const publishers = [await join(nodes[0], 'p0', 'busy'), await join(nodes[1], 'p1', 'busy')]
+      const p0 = await join(nodes[0], 'p0', 'busy')
+      await waitFor(() => nodes[0].app.mles.history('busy').length === 1, 'p0\'s join in Redis')
+      const publishers = [p0, await join(nodes[1], 'p1', 'busy')]
       await collect(publishers[1], 1)
       let sent = 0
       let publishing = true
@@ -125,9 +131,19 @@ describe('Redis engine: one channel space over several nodes', () => {
       // The same replay on every node.
       const replays: string[][] = []
       for (const [i, node] of nodes.entries()) {
+        // A join reaches the other nodes through Redis a moment after its joiner has its replay: let the last one land everywhere.
+        const settledLength = 2 + 12 + 2 * total + i
+        await waitFor(() => nodes.every((each) => each.app.mles.history('busy').length === settledLength), 'every node to hold the same history')
         const late = await join(node, `late${i}`, 'busy')
         const count = 2 + 12 + 2 * total + i
-        replays.push((await collect(late, count)).slice(0, count - i))
+        const texts: string[] = []
+        try {
+          for (let k = 0; k < count; k++) texts.push((await late.next(5000)).text)
+        } catch (error) {
+          const dataFrames = texts.filter((text) => text.startsWith('p'))
+          throw new Error(`late joiner on node ${i} got ${texts.length} of ${count} frames (${dataFrames.length} data, ${texts.length - dataFrames.length} joins; total ${total}): ${(error as Error).message}`)
+        }
+        replays.push(texts.slice(0, count - i))
         late.ws.close()
       }
       assert.deepEqual(replays[1], replays[0])
