@@ -40,6 +40,17 @@ export interface MlesOptions {
    * span every node using the same Redis and `keyPrefix`. Default: none (one node).
    */
   redis?: string | MlesRedisOptions
+  /**
+   * Keeps channel history on disk in this directory (an LMDB database,
+   * created if missing), so a restart loses none of it. Default: none
+   * (history in memory only).
+   */
+  historyDir?: string
+  /**
+   * With `historyDir`: how often frames are written to disk. A crash (not a
+   * clean close) may lose about this much. Default 1000 ms.
+   */
+  historyFlushMs?: number
 }
 
 /** The Redis engine's settings (option `redis`). */
@@ -71,6 +82,8 @@ export interface ResolvedOptions {
   perIpWindowMs: number
   maxBufferedBytes: number
   redis: Required<MlesRedisOptions> | undefined
+  historyDir: string | undefined
+  historyFlushMs: number
 }
 
 const MiB = 1024 * 1024
@@ -78,7 +91,7 @@ const DAY_MS = 24 * 60 * 60 * 1000
 /** The longest delay Node's timers accept. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis'>> = Object.freeze({
+export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis' | 'historyDir'>> = Object.freeze({
   path: '/',
   historyLimit: 200,
   historyMaxBytes: 10 * MiB,
@@ -91,11 +104,12 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis'>> =
   joinTimeoutMs: 30_000,
   perIpLimit: 60,
   perIpWindowMs: 60_000,
-  maxBufferedBytes: 4 * MiB
+  maxBufferedBytes: 4 * MiB,
+  historyFlushMs: 1000
 })
 
 /** Integer options and their accepted ranges. */
-const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 'redis'>, readonly [number, number]> = {
+const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 'redis' | 'historyDir'>, readonly [number, number]> = {
   historyLimit: [0, 1_000_000],
   historyMaxBytes: [0, Number.MAX_SAFE_INTEGER],
   channelIdleMs: [1, 100 * 365 * DAY_MS],
@@ -107,7 +121,8 @@ const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 're
   joinTimeoutMs: [1, MAX_TIMER_MS],
   perIpLimit: [0, 1_000_000_000],
   perIpWindowMs: [1, MAX_TIMER_MS],
-  maxBufferedBytes: [1, Number.MAX_SAFE_INTEGER]
+  maxBufferedBytes: [1, Number.MAX_SAFE_INTEGER],
+  historyFlushMs: [1, MAX_TIMER_MS]
 }
 
 /** Keys Fastify itself accepts in any plugin's register options. */
@@ -172,13 +187,21 @@ function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
   }
 }
 
+function historyDirOption (value: unknown): string | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string' || value.length === 0) {
+    throw new MlesOptionError('historyDir', `must be a non-empty directory path (got ${describe(value)})`)
+  }
+  return value
+}
+
 /** Applies defaults and validates; throws `MlesOptionError` naming the first bad option and its accepted range. */
 export function resolveOptions (options: MlesOptions | undefined, env: Record<string, string | undefined> = process.env): ResolvedOptions {
   if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
     throw new MlesOptionError('options', `must be an object (got ${describe(options)})`)
   }
   const given = (options ?? {}) as Record<string, unknown>
-  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis'])
+  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis', 'historyDir'])
   for (const name of Object.keys(given)) {
     if (!known.has(name) && !FASTIFY_REGISTER_KEYS.has(name)) {
       throw new MlesOptionError(name, `is not an option of fastify-mles; known options: ${[...known].join(', ')}`)
@@ -215,7 +238,9 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     perIpLimit: integerOption('perIpLimit', given.perIpLimit),
     perIpWindowMs: integerOption('perIpWindowMs', given.perIpWindowMs),
     maxBufferedBytes: integerOption('maxBufferedBytes', given.maxBufferedBytes),
-    redis: redisOption(given.redis)
+    redis: redisOption(given.redis),
+    historyDir: historyDirOption(given.historyDir),
+    historyFlushMs: integerOption('historyFlushMs', given.historyFlushMs)
   }
 
   // Defaults of the byte bounds follow a larger maxMessageBytes instead of failing.

@@ -1,13 +1,16 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
 import { RedisBus } from './cluster/redis-bus.js'
+import { LmdbHistoryStore } from './history/lmdb-store.js'
+import { HistoryRing } from './history/ring.js'
+import type { HistoryStore } from './history/store.js'
 import type { MlesFrameListener } from './hub/channel.js'
 import { Hub } from './hub/hub.js'
 import { Outbox } from './hub/outbox.js'
 import { PerIpLimiter } from './ip-limiter.js'
 import { KeepAlive } from './keepalive.js'
 import { Metrics, type MlesMetricsSnapshot } from './metrics.js'
-import type { ResolvedOptions } from './options.js'
+import { MlesOptionError, type ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
 import { framePayload, isBinaryFrame } from './protocol/frame.js'
 import { Session, type SessionContext } from './session.js'
@@ -60,6 +63,23 @@ function assertChannelName (channel: unknown): asserts channel is string {
   }
 }
 
+/** The durable history of option `historyDir`, opened now: a directory it cannot use fails the registration. */
+function openHistoryStore (options: ResolvedOptions, log: FastifyBaseLogger): HistoryStore | null {
+  const dir = options.historyDir
+  if (dir === undefined) return null
+  try {
+    return new LmdbHistoryStore({
+      dir,
+      flushIntervalMs: options.historyFlushMs,
+      channelIdleMs: options.channelIdleMs,
+      onWriteError: (error, failures) => { log.error({ err: error, failures }, `mles: writing history to ${dir} failed; retrying at every flush`) },
+      onRecovered: (failures) => { log.warn({ failures }, `mles: history written to ${dir} again`) }
+    })
+  } catch (error) {
+    throw new MlesOptionError('historyDir', `cannot hold the history at ${JSON.stringify(dir)}: ${(error as Error).message}`)
+  }
+}
+
 /** One Mles endpoint: owns the hub, the connections, the counters and the timers. */
 export class MlesServer implements MlesApi, SessionContext {
   readonly counters = new Metrics()
@@ -67,6 +87,7 @@ export class MlesServer implements MlesApi, SessionContext {
   readonly limiter: PerIpLimiter
   readonly cluster: RedisBus<Session> | null
   private readonly outbox = new Outbox()
+  private readonly store: HistoryStore | null
   private readonly sessions = new Set<Session>()
   private readonly keepAlive: KeepAlive
   private readonly maintenanceTimer: NodeJS.Timeout
@@ -77,13 +98,14 @@ export class MlesServer implements MlesApi, SessionContext {
     readonly options: ResolvedOptions,
     readonly log: FastifyBaseLogger
   ) {
+    this.store = openHistoryStore(options, log)
     const redis = options.redis
     this.cluster = redis === undefined
       ? null
       : new RedisBus<Session>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
     this.hub = new Hub<Session>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
-    }, null, this.cluster)
+    }, this.store, this.cluster)
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
@@ -149,7 +171,7 @@ export class MlesServer implements MlesApi, SessionContext {
   }
 
   history (channel: string): MlesHistoryFrame[] {
-    const history = this.hub.channel(channel)?.history
+    const history = this.hub.channel(channel)?.history ?? this.storedHistory(channel)
     const frames: MlesHistoryFrame[] = []
     if (history === undefined) return frames
     for (let i = 0; i < history.size; i++) {
@@ -157,6 +179,14 @@ export class MlesServer implements MlesApi, SessionContext {
       frames.push({ data: Buffer.from(framePayload(wire)), isBinary: isBinaryFrame(wire) })
     }
     return frames
+  }
+
+  /** The history a channel not used since the restart will have: what the store keeps, within the limits. */
+  private storedHistory (channel: string): HistoryRing | undefined {
+    if (this.store === null) return undefined
+    const ring = new HistoryRing(this.options.historyLimit, this.options.historyMaxBytes)
+    for (const wire of this.store.load(channel)) ring.append(framePayload(wire), isBinaryFrame(wire))
+    return ring
   }
 
   channels (): MlesChannelInfo[] {
@@ -191,5 +221,6 @@ export class MlesServer implements MlesApi, SessionContext {
     }
     await this.cluster?.close()
     this.hub.clear()
+    await this.store?.close()
   }
 }

@@ -6,7 +6,7 @@ import { resolveOptions } from '../src/options.js'
 
 test('defaults', () => {
   const resolved = resolveOptions({}, {})
-  assert.deepEqual(resolved, { ...DEFAULT_OPTIONS, key: undefined, redis: undefined })
+  assert.deepEqual(resolved, { ...DEFAULT_OPTIONS, key: undefined, redis: undefined, historyDir: undefined })
   assert.equal(resolved.historyLimit, 200)
   assert.equal(resolved.historyMaxBytes, 10 * 1024 * 1024)
   assert.equal(resolved.channelIdleMs, 30 * 24 * 3600 * 1000)
@@ -61,6 +61,9 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ redis: { url: 'redis://x', leaseTtlMs: 10 } }, 'redis.leaseTtlMs', /from 30 to/],
   [{ redis: { url: 'redis://x', db: 2 } }, 'redis.db', /not a setting of the Redis engine/],
   [{ redis: { url: 'redis://x', keyPrefix: 7 } }, 'redis.keyPrefix', /must be a string/],
+  [{ historyDir: '' }, 'historyDir', /non-empty directory path \(got ""\)/],
+  [{ historyDir: 5 }, 'historyDir', /non-empty directory path \(got 5\)/],
+  [{ historyFlushMs: 0 }, 'historyFlushMs', /from 1 to 2147483647 \(got 0\)/],
   [{ historyLimt: 5 }, 'historyLimt', /is not an option of fastify-mles; known options: path, key, historyLimit/]
 ]
 

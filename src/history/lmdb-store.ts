@@ -126,7 +126,7 @@ export class LmdbHistoryStore implements HistoryStore {
 
   load (channel: string): Buffer[] {
     const state = this.channels.get(channel)
-    if (state === undefined) return []
+    if (state === undefined || this.closing !== null) return []
     const wires: Buffer[] = []
     const from = Math.max(state.storedFrom, state.nextSeq - state.kept)
     if (from < state.pendingFrom) {
