@@ -21,6 +21,10 @@ export interface ServerConfig {
   cache?: string
   /** History limit per channel (messages). */
   historyLimit: number
+  /** Directory keeping the channel history on disk (LMDB); without it history lives in memory only. Absolute. */
+  historyDir?: string
+  /** With `historyDir`: milliseconds between writes to disk, about what a crash may lose. */
+  historyFlushMs: number
   /** At most this many static files open at once. */
   fileLimit: number
   /** Address to listen on; `::` is every address, IPv6 and IPv4. */
@@ -146,6 +150,17 @@ function url (value: string): string {
   return value
 }
 
+/** `path` made absolute; a ConfigError naming `flag` if it exists and is not a directory (a missing one is created later). */
+function directoryToBe (flag: string, path: string): string {
+  const absolute = resolve(path)
+  let other = false
+  try {
+    other = !statSync(absolute).isDirectory()
+  } catch {}
+  if (other) throw new ConfigError(`${flag}: ${path} is not a directory`)
+  return absolute
+}
+
 /** `path` made absolute, if it names an existing directory or file; otherwise a ConfigError naming `flag`. */
 function existing (kind: 'directory' | 'file', flag: string, path: string): string {
   const absolute = resolve(path)
@@ -167,6 +182,8 @@ export function buildCommand (version: string): Command {
     .option('-e, --email <email>', 'contact for the ACME account')
     .option('-c, --cache <dir>', 'directory for the ACME account key and certificates')
     .addOption(new Option('-l, --limit <messages>', 'history limit per channel').argParser(integer(0, 1_000_000)).default(200))
+    .option('--history-dir <dir>', 'keep channel history on disk in DIR (LMDB, created if missing): restarts lose none of it')
+    .addOption(new Option('--history-flush <ms>', 'with --history-dir: milliseconds between writes to disk; a crash may lose about this much').argParser(integer(1, 2_147_483_647)).default(1000))
     .addOption(new Option('-f, --filelimit <files>', 'most static files open at once').argParser(integer(1, 1_000_000)).default(256))
     .option('-w, --wwwroot <dir>', 'web root: DIR/<domain>/ is served for that Host')
     .option('-s, --staging', 'use the Let\'s Encrypt staging directory', false)
@@ -195,6 +212,8 @@ interface ParsedFlags {
   email?: string
   cache?: string
   limit: number
+  historyDir?: string
+  historyFlush: number
   filelimit: number
   wwwroot?: string
   staging: boolean
@@ -256,6 +275,8 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     email: flags.email,
     cache: flags.cache === undefined ? undefined : resolve(flags.cache),
     historyLimit: flags.limit,
+    historyDir: flags.historyDir === undefined ? undefined : directoryToBe('--history-dir', flags.historyDir),
+    historyFlushMs: flags.historyFlush,
     fileLimit: flags.filelimit,
     host: flags.host,
     port: flags.port,

@@ -49,6 +49,7 @@ export interface ServerHandle {
 export function completeConfig (input: ServerConfigInput): ServerConfig {
   return {
     historyLimit: 200,
+    historyFlushMs: 1000,
     fileLimit: 256,
     host: '::',
     port: 443,
@@ -173,7 +174,8 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     messagesPerSecond: config.messagesPerSecond,
     perIpWindowMs: config.perIpWindowSec * 1000,
     ...(config.key === undefined ? {} : { key: config.key }),
-    ...(config.redis === undefined ? {} : { redis: config.redis })
+    ...(config.redis === undefined ? {} : { redis: config.redis }),
+    ...(config.historyDir === undefined ? {} : { historyDir: config.historyDir, historyFlushMs: config.historyFlushMs })
   })
 
   let address: AddressInfo
