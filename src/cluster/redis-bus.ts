@@ -160,7 +160,9 @@ export class RedisBus<M extends HubMember> implements Replication {
       autoResubscribe: false,
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt) => Math.min(50 * 2 ** Math.min(attempt, 10), 2000),
-      connectTimeout: options.connectTimeoutMs
+      connectTimeout: options.connectTimeoutMs,
+      // A Redis that hangs without closing must not hold joins up forever: they go on locally.
+      commandTimeout: Math.max(1000, options.connectTimeoutMs)
     }
     this.commands = new Redis(options.url, { ...connection, enableAutoPipelining: true, connectionName: `mles:${this.nodeId}` }) as BusRedis
     this.subscriber = new Redis(options.url, { ...connection, connectionName: `mles-sub:${this.nodeId}` })

@@ -295,6 +295,30 @@ describe('Redis engine: outages', () => {
     }
   })
 
+  test('a Redis that hangs without closing holds nothing up for long: members talk, joins go on locally', async () => {
+    const own = await startRedis()
+    const node = await startMles({ messagesPerSecond: 0, redis: { url: own.url, connectTimeoutMs: 1000 } })
+    try {
+      const first = await join(node, 'first', 'frozen')
+      const second = await join(node, 'second', 'frozen')
+      await collect(second, 1)
+      own.pause()
+      first.send('while frozen')
+      assert.equal((await second.next()).text, 'while frozen')
+      const third = await join(node, 'third', 'frozen')
+      const replay = await collect(third, 2, 5000)
+      assert.deepEqual(replay, ['{"uid":"first","channel":"frozen"}', '{"uid":"second","channel":"frozen"}'])
+      third.send('third is in')
+      assert.equal((await first.next()).text, 'third is in')
+      assert.ok(node.app.mles.metrics().cluster_errors > 0)
+      own.resume()
+    } finally {
+      own.resume()
+      await node.app.close()
+      await own.cleanup()
+    }
+  })
+
   test('registering fails with a clear error when Redis cannot be reached', async () => {
     await assert.rejects(startMles({ redis: { url: 'redis://127.0.0.1:1', connectTimeoutMs: 500 } }), /cannot reach Redis at redis:\/\/127\.0\.0\.1:1/)
   })

@@ -12,6 +12,10 @@ export interface RedisProcess {
   stop: () => Promise<void>
   /** Starts it again on the same port, empty. */
   restart: () => Promise<void>
+  /** Freezes the process (SIGSTOP): connections stay open, nothing is answered. */
+  pause: () => void
+  /** Thaws it (SIGCONT). */
+  resume: () => void
   /** Stops it and removes its directory. */
   cleanup: () => Promise<void>
 }
@@ -72,6 +76,7 @@ export async function startRedis (): Promise<RedisProcess> {
     child = null
     if (running === null || running.exitCode !== null) return
     const exited = new Promise((resolve) => running.once('exit', resolve))
+    running.kill('SIGCONT')
     running.kill('SIGKILL')
     await exited
   }
@@ -82,6 +87,8 @@ export async function startRedis (): Promise<RedisProcess> {
     url: `redis://127.0.0.1:${port}`,
     stop,
     restart: start,
+    pause: () => { child?.kill('SIGSTOP') },
+    resume: () => { child?.kill('SIGCONT') },
     cleanup: async () => {
       await stop()
       rmSync(dir, { recursive: true, force: true })
