@@ -248,6 +248,9 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     if (shuttingDown !== null) return await shuttingDown
     shuttingDown = (async () => {
       app.log.info('mles: shutting down')
+      // Stop accepting before closing members: under --workers this takes the worker out of the
+      // primary's rotation at once, so new connections go to the others instead of getting 503.
+      app.server.close()
       if (metricsTimer !== undefined) clearInterval(metricsTimer)
       acmeCertificates?.stop()
       const force = setTimeout(() => {

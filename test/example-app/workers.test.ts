@@ -23,7 +23,7 @@ after(async () => {
 })
 
 async function startWorkers (count: number): Promise<{ cli: RunningCli, port: number }> {
-  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url], { MLES_LOG_LEVEL: 'warn' })
+  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url, '--per-ip-limit', '0'], { MLES_LOG_LEVEL: 'warn' })
   const match = await cli.waitFor(/serving http:\/\/localhost:(\d+)\/.* with (\d+) workers/, 30_000)
   assert.equal(match[2], String(count))
   return { cli, port: Number(match[1]) }
@@ -76,6 +76,7 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
 
     // Keep opening connections while the workers are replaced: every one must be accepted.
     let refused = 0
+    const reasons = new Set<string>()
     let accepted = 0
     let probing = true
     const probe = (async () => {
@@ -83,7 +84,7 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
         await new Promise<void>((resolve) => {
           const ws = new WebSocket(url, 'mles-websocket')
           ws.once('open', () => { accepted++; ws.terminate(); resolve() })
-          ws.once('error', () => { refused++; resolve() })
+          ws.once('error', (error) => { refused++; reasons.add(error.message); resolve() })
         })
         await sleep(20)
       }
@@ -95,7 +96,7 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
     await cli.waitFor(/workers replaced \(([\d, ]+)\)/, 60_000)
     probing = false
     await probe
-    assert.equal(refused, 0, `connections refused during the replacement (${accepted} accepted)`)
+    assert.equal(refused, 0, `connections refused during the replacement (${accepted} accepted): ${[...reasons].join('; ')}`)
     assert.ok(accepted > 5)
     await waitFor(() => clients.every((client) => client.state === 'open'), 'clients back', 15_000)
     assert.equal(cli.child.exitCode, null)
