@@ -260,6 +260,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   }
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
+  if (flags.historyDir !== undefined && flags.redis !== undefined) throw new ConfigError('--history-dir cannot be combined with --redis: in a cluster the history lives in Redis')
   if (flags.workers > 1) {
     if (flags.redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL: the workers share channels, history and uids through Redis`)
     if (tls === 'acme') throw new ConfigError('--workers cannot get certificates through ACME (each worker would order its own); use --tls-cert/--tls-key, or --no-tls behind a TLS-terminating proxy')

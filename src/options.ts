@@ -243,6 +243,10 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     historyFlushMs: integerOption('historyFlushMs', given.historyFlushMs)
   }
 
+  if (resolved.historyDir !== undefined && resolved.redis !== undefined) {
+    throw new MlesOptionError('historyDir', 'cannot be combined with redis: in a cluster the history lives in Redis')
+  }
+
   // Defaults of the byte bounds follow a larger maxMessageBytes instead of failing.
   if (given.maxFrameBytes === undefined) resolved.maxFrameBytes = Math.max(resolved.maxFrameBytes, resolved.maxMessageBytes)
   if (given.maxBufferedBytes === undefined) resolved.maxBufferedBytes = Math.max(resolved.maxBufferedBytes, resolved.maxMessageBytes)

@@ -64,6 +64,7 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ historyDir: '' }, 'historyDir', /non-empty directory path \(got ""\)/],
   [{ historyDir: 5 }, 'historyDir', /non-empty directory path \(got 5\)/],
   [{ historyFlushMs: 0 }, 'historyFlushMs', /from 1 to 2147483647 \(got 0\)/],
+  [{ redis: 'redis://x', historyDir: '/tmp/x' }, 'historyDir', /cannot be combined with redis/],
   [{ historyLimt: 5 }, 'historyLimt', /is not an option of fastify-mles; known options: path, key, historyLimit/]
 ]
 

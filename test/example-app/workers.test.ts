@@ -40,7 +40,8 @@ test('--workers: more than one needs --redis, and cannot use ACME', async () => 
     [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '2'], /--workers 2 needs --redis URL/],
     [['-d', 'localhost', '-w', www, '--workers', '2', '--redis', 'redis://127.0.0.1:1'], /--workers cannot get certificates through ACME/],
     [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '0'], /--workers.*from 1 to 256/],
-    [['-d', 'localhost', '-w', www, '--no-tls', '--redis', 'http://x'], /--redis.*redis:\/\/ or rediss:\/\/ URL/]
+    [['-d', 'localhost', '-w', www, '--no-tls', '--redis', 'http://x'], /--redis.*redis:\/\/ or rediss:\/\/ URL/],
+    [['-d', 'localhost', '-w', www, '--no-tls', '--redis', 'redis://x', '--history-dir', '/tmp/x'], /--history-dir cannot be combined with --redis/]
   ] as const) {
     const cli = runCli([...args])
     assert.equal(await cli.exited, 2, args.join(' '))
