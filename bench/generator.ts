@@ -186,10 +186,12 @@ async function pingPong (job: Job): Promise<Measurement> {
   measuring = true
   const count0 = roundTrips
   const cpu0 = cpuMicros(job.serverPid)
+  const ownCpu0 = process.cpuUsage()
   const t0 = performance.now()
   await sleep(job.durationMs)
   const count1 = roundTrips
   const cpu1 = cpuMicros(job.serverPid)
+  const ownCpu1 = process.cpuUsage(ownCpu0)
   const t1 = performance.now()
   running = false
   measuring = false
@@ -200,7 +202,10 @@ async function pingPong (job: Job): Promise<Measurement> {
     deliveries_per_s: 2 * trips / ((t1 - t0) / 1000),
     server_us_per_delivery: trips === 0 ? 0 : (cpu1 - cpu0) / (2 * trips),
     p50_ms: rtts.getValueAtPercentile(50) / 1000,
-    p99_ms: rtts.getValueAtPercentile(99) / 1000
+    p99_ms: rtts.getValueAtPercentile(99) / 1000,
+    // How much of a core the generator itself used: on a small machine, what is left for the server.
+    generator_cpu_pct: 100 * (ownCpu1.user + ownCpu1.system) / ((t1 - t0) * 1000),
+    server_cpu_pct: 100 * (cpu1 - cpu0) / ((t1 - t0) * 1000)
   }
 }
 
