@@ -1,24 +1,12 @@
 import assert from 'node:assert/strict'
-import { after, before, describe, test } from 'node:test'
-import { Redis } from 'ioredis'
+import { describe, test } from 'node:test'
 import { TestClient } from '../helpers/client.js'
-import { startRedis, type RedisProcess } from '../helpers/redis.js'
+import { redisForTests, startRedis } from '../helpers/redis.js'
 import { sleep, startMles, waitFor, waitForMembers, type RunningServer } from '../helpers/server.js'
 import type { MlesOptions } from '../../src/index.js'
 
-let redis: RedisProcess
-let inspector: Redis
+const redis = redisForTests()
 let prefixSerial = 0
-
-before(async () => {
-  redis = await startRedis()
-  inspector = new Redis(redis.url)
-})
-
-after(async () => {
-  inspector.disconnect()
-  await redis.cleanup()
-})
 
 /** Starts `count` nodes sharing a fresh key prefix, so tests never see each other's channels. */
 async function startNodes (count: number, options: MlesOptions = {}): Promise<{ nodes: RunningServer[], prefix: string, close: () => Promise<void> }> {
@@ -178,7 +166,7 @@ describe('Redis engine: one channel space over several nodes', () => {
   test('a node subscribes in Redis only to channels with local members or subscribers', async () => {
     const { nodes, prefix, close } = await startNodes(2)
     const subscribers = async (channel: string): Promise<number> => {
-      const reply = await inspector.pubsub('NUMSUB', `${prefix}p:${channel}`) as [string, number]
+      const reply = await redis.inspector.pubsub('NUMSUB', `${prefix}p:${channel}`) as [string, number]
       return Number(reply[1])
     }
     try {
@@ -231,14 +219,14 @@ describe('Redis engine: one channel space over several nodes', () => {
       await waitForMembers(nodes[0].app, 'brief', 1)
       for (let i = 0; i < 10; i++) member.send(`m#${i}`)
       await sleep(100)
-      const ttl = await inspector.pttl(`${prefix}h:brief`)
+      const ttl = await redis.inspector.pttl(`${prefix}h:brief`)
       assert.ok(ttl > 0 && ttl <= 400, `the stream expires (pttl ${ttl})`)
       const late = await join(nodes[0], 'late', 'brief')
       assert.deepEqual(await collect(late, 3), ['m#7', 'm#8', 'm#9'])
       member.ws.close()
       late.ws.close()
       await sleep(600)
-      assert.equal(await inspector.exists(`${prefix}h:brief`), 0)
+      assert.equal(await redis.inspector.exists(`${prefix}h:brief`), 0)
       const fresh = await join(nodes[0], 'fresh', 'brief')
       await waitForMembers(nodes[0].app, 'brief', 1)
       await sleep(100)

@@ -1,26 +1,14 @@
 import assert from 'node:assert/strict'
-import { after, before, test } from 'node:test'
+import { test } from 'node:test'
 import { fileURLToPath } from 'node:url'
-import { Redis } from 'ioredis'
 import WebSocket from 'ws'
 import { MlesClient } from '../../src/client/index.js'
 import { runCli, type RunningCli } from '../helpers/cli.js'
-import { startRedis, type RedisProcess } from '../helpers/redis.js'
+import { redisForTests } from '../helpers/redis.js'
 import { sleep, waitFor } from '../helpers/server.js'
 
 const www = fileURLToPath(new URL('../../example-app/www', import.meta.url))
-let redis: RedisProcess
-let inspector: Redis
-
-before(async () => {
-  redis = await startRedis()
-  inspector = new Redis(redis.url)
-})
-
-after(async () => {
-  inspector.disconnect()
-  await redis.cleanup()
-})
+const redis = redisForTests()
 
 async function startWorkers (count: number): Promise<{ cli: RunningCli, port: number }> {
   const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url, '--per-ip-limit', '0'], { MLES_LOG_LEVEL: 'warn' })
@@ -31,7 +19,7 @@ async function startWorkers (count: number): Promise<{ cli: RunningCli, port: nu
 
 /** Nodes (worker processes) connected to Redis, from their connection names. */
 async function nodesInRedis (): Promise<number> {
-  const list = await inspector.client('LIST') as string
+  const list = await redis.inspector.client('LIST') as string
   return new Set([...list.matchAll(/name=mles:([0-9a-f-]+)/g)].map((match) => match[1])).size
 }
 

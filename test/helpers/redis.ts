@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { after, before } from 'node:test'
+import { Redis } from 'ioredis'
 
 /** A real redis-server (Debian's `redis-server`) on a free loopback port, in a throwaway directory. */
 export interface RedisProcess {
@@ -93,5 +95,34 @@ export async function startRedis (): Promise<RedisProcess> {
       await stop()
       rmSync(dir, { recursive: true, force: true })
     }
+  }
+}
+
+/** One redis-server and a client to look into it, shared by the tests of a file: started before them, stopped after. */
+export interface SharedRedis {
+  readonly server: RedisProcess
+  readonly url: string
+  readonly inspector: Redis
+}
+
+export function redisForTests (): SharedRedis {
+  let server: RedisProcess | null = null
+  let inspector: Redis | null = null
+  before(async () => {
+    server = await startRedis()
+    inspector = new Redis(server.url)
+  })
+  after(async () => {
+    inspector?.disconnect()
+    await server?.cleanup()
+  })
+  const started = <T>(value: T | null): T => {
+    if (value === null) throw new Error('redisForTests: used outside a test')
+    return value
+  }
+  return {
+    get server () { return started(server) },
+    get url () { return started(server).url },
+    get inspector () { return started(inspector) }
   }
 }
