@@ -41,6 +41,12 @@ export interface MlesOptions {
    */
   redis?: string | MlesRedisOptions
   /**
+   * Also accept clients of the legacy v1 TCP protocol (SPEC-v1) on this port,
+   * in the same channels as the WebSocket clients. `key` is their shared key
+   * (MLES_KEY); without it, keys are checked in address mode. Default: off.
+   */
+  v1?: MlesV1Options
+  /**
    * Keeps channel history on disk in this directory (an LMDB database,
    * created if missing), so a restart loses none of it. Default: none
    * (history in memory only).
@@ -51,6 +57,16 @@ export interface MlesOptions {
    * clean close) may lose about this much. Default 1000 ms.
    */
   historyFlushMs?: number
+}
+
+/** The v1 TCP listener (option `v1`, SPEC-v1). */
+export interface MlesV1Options {
+  /** TCP port; the IANA port of Mles is 8077. 0 picks a free one (see `app.mles.v1Address()`). */
+  port: number
+  /** Address to listen on. Default `'::'` (every address, IPv6 and IPv4). */
+  host?: string
+  /** `MLES_ADDR_KEY` of the reference: hashed after the client's address in address mode. Default: env `MLES_ADDR_KEY`. Ignored with `key`. */
+  addressKey?: string
 }
 
 /** The Redis engine's settings (option `redis`). */
@@ -82,6 +98,7 @@ export interface ResolvedOptions {
   perIpWindowMs: number
   maxBufferedBytes: number
   redis: Required<MlesRedisOptions> | undefined
+  v1: { port: number, host: string, addressKey: string | undefined } | undefined
   historyDir: string | undefined
   historyFlushMs: number
 }
@@ -91,7 +108,7 @@ const DAY_MS = 24 * 60 * 60 * 1000
 /** The longest delay Node's timers accept. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis' | 'historyDir'>> = Object.freeze({
+export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis' | 'historyDir' | 'v1'>> = Object.freeze({
   path: '/',
   historyLimit: 200,
   historyMaxBytes: 10 * MiB,
@@ -109,7 +126,7 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis' | '
 })
 
 /** Integer options and their accepted ranges. */
-const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 'redis' | 'historyDir'>, readonly [number, number]> = {
+const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 'redis' | 'historyDir' | 'v1'>, readonly [number, number]> = {
   historyLimit: [0, 1_000_000],
   historyMaxBytes: [0, Number.MAX_SAFE_INTEGER],
   channelIdleMs: [1, 100 * 365 * DAY_MS],
@@ -187,6 +204,26 @@ function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
   }
 }
 
+function v1Option (value: unknown, env: Record<string, string | undefined>): ResolvedOptions['v1'] {
+  if (value === undefined) return undefined
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new MlesOptionError('v1', `must be { port, host?, addressKey? } (got ${describe(value)})`)
+  }
+  const given = value as Record<string, unknown>
+  for (const name of Object.keys(given)) {
+    if (!['port', 'host', 'addressKey'].includes(name)) throw new MlesOptionError(`v1.${name}`, 'is not a setting of the v1 listener; known: port, host, addressKey')
+  }
+  const port = given.port
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new MlesOptionError('v1.port', `must be an integer from 0 to 65535 (got ${describe(port)})`)
+  }
+  const host = given.host ?? '::'
+  if (typeof host !== 'string' || host === '') throw new MlesOptionError('v1.host', `must be an address (got ${describe(host)})`)
+  const addressKey = given.addressKey ?? env.MLES_ADDR_KEY
+  if (addressKey !== undefined && typeof addressKey !== 'string') throw new MlesOptionError('v1.addressKey', `must be a string (got ${describe(addressKey)})`)
+  return { port, host, addressKey: addressKey === '' ? undefined : addressKey }
+}
+
 function historyDirOption (value: unknown): string | undefined {
   if (value === undefined) return undefined
   if (typeof value !== 'string' || value.length === 0) {
@@ -201,7 +238,7 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     throw new MlesOptionError('options', `must be an object (got ${describe(options)})`)
   }
   const given = (options ?? {}) as Record<string, unknown>
-  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis', 'historyDir'])
+  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis', 'historyDir', 'v1'])
   for (const name of Object.keys(given)) {
     if (!known.has(name) && !FASTIFY_REGISTER_KEYS.has(name)) {
       throw new MlesOptionError(name, `is not an option of fastify-mles; known options: ${[...known].join(', ')}`)
@@ -239,10 +276,14 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     perIpWindowMs: integerOption('perIpWindowMs', given.perIpWindowMs),
     maxBufferedBytes: integerOption('maxBufferedBytes', given.maxBufferedBytes),
     redis: redisOption(given.redis),
+    v1: v1Option(given.v1, env),
     historyDir: historyDirOption(given.historyDir),
     historyFlushMs: integerOption('historyFlushMs', given.historyFlushMs)
   }
 
+  if (resolved.v1 !== undefined && resolved.redis !== undefined) {
+    throw new MlesOptionError('v1', 'cannot be combined with redis yet: the v1 bridge serves one node')
+  }
   if (resolved.historyDir !== undefined && resolved.redis !== undefined) {
     throw new MlesOptionError('historyDir', 'cannot be combined with redis: in a cluster the history lives in Redis')
   }

@@ -1,3 +1,4 @@
+import type { AddressInfo } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
 import { RedisBus } from './cluster/redis-bus.js'
@@ -5,7 +6,7 @@ import { LmdbHistoryStore } from './history/lmdb-store.js'
 import { HistoryRing } from './history/ring.js'
 import type { HistoryStore } from './history/store.js'
 import type { MlesFrameListener } from './hub/channel.js'
-import { Hub } from './hub/hub.js'
+import { Hub, type HubMember } from './hub/hub.js'
 import { Outbox } from './hub/outbox.js'
 import { PerIpLimiter } from './ip-limiter.js'
 import { KeepAlive } from './keepalive.js'
@@ -14,6 +15,7 @@ import { MlesOptionError, type ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
 import { framePayload, isBinaryFrame } from './protocol/frame.js'
 import { Session, type SessionContext } from './session.js'
+import { V1Listener, v1Translator } from './v1/listener.js'
 
 /** How long `close()` waits for clients to answer the closing handshake before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2000
@@ -49,6 +51,8 @@ export interface MlesApi {
   subscribe: (channel: string, listener: MlesFrameListener) => () => void
   /** The stored history of `channel`, oldest first; empty for an unknown channel. */
   history: (channel: string) => MlesHistoryFrame[]
+  /** Where the v1 TCP listener (option `v1`) is bound; null without it. */
+  v1Address: () => AddressInfo | null
   /** Every channel held, with its member count. */
   channels: () => MlesChannelInfo[]
   /** A snapshot of the counters. */
@@ -83,9 +87,10 @@ function openHistoryStore (options: ResolvedOptions, log: FastifyBaseLogger): Hi
 /** One Mles endpoint: owns the hub, the connections, the counters and the timers. */
 export class MlesServer implements MlesApi, SessionContext {
   readonly counters = new Metrics()
-  readonly hub: Hub<Session>
+  readonly hub: Hub<HubMember>
   readonly limiter: PerIpLimiter
-  readonly cluster: RedisBus<Session> | null
+  readonly cluster: RedisBus<HubMember> | null
+  private readonly v1: V1Listener | null
   private readonly outbox = new Outbox()
   private readonly store: HistoryStore | null
   private readonly sessions = new Set<Session>()
@@ -102,11 +107,13 @@ export class MlesServer implements MlesApi, SessionContext {
     const redis = options.redis
     this.cluster = redis === undefined
       ? null
-      : new RedisBus<Session>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
-    this.hub = new Hub<Session>(options, this.outbox, this.counters, (error) => {
+      : new RedisBus<HubMember>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
+    const keyMode = { sharedKey: options.key, addressKey: options.v1?.addressKey }
+    this.hub = new Hub<HubMember>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
-    }, this.store, this.cluster)
+    }, this.store, this.cluster, options.v1 === undefined ? null : v1Translator(keyMode))
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
+    this.v1 = options.v1 === undefined ? null : new V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode }, this.limiter, this.counters, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
     const maintenanceMs = Math.min(60_000, Math.max(10, Math.floor(Math.min(options.channelIdleMs, options.perIpWindowMs) / 2)))
@@ -118,15 +125,26 @@ export class MlesServer implements MlesApi, SessionContext {
     this.maintenanceTimer.unref()
   }
 
-  /** Connects to the cluster, if any; rejects when Redis cannot be reached. */
+  /** Connects to the cluster and opens the v1 listener, if any; rejects when either fails. */
   async start (): Promise<void> {
-    if (this.cluster === null) return
     try {
-      await this.cluster.start(this.hub)
+      if (this.cluster !== null) await this.cluster.start(this.hub)
+      if (this.v1 !== null && this.options.v1 !== undefined) {
+        const { port, host } = this.options.v1
+        try {
+          await this.v1.listen(port, host)
+        } catch (error) {
+          throw new Error(`fastify-mles: cannot listen for v1 clients on ${host.includes(':') ? `[${host}]` : host}:${port}: ${(error as Error).message}`)
+        }
+      }
     } catch (error) {
       await this.close()
       throw error
     }
+  }
+
+  v1Address (): AddressInfo | null {
+    return this.v1?.address ?? null
   }
 
   get isClosed (): boolean {
@@ -198,7 +216,7 @@ export class MlesServer implements MlesApi, SessionContext {
   }
 
   metrics (): MlesMetricsSnapshot {
-    return this.counters.snapshot(this.sessions.size, this.hub.channelCount)
+    return this.counters.snapshot(this.sessions.size + (this.v1?.connections ?? 0), this.hub.channelCount)
   }
 
   close (): Promise<void> {
@@ -209,6 +227,7 @@ export class MlesServer implements MlesApi, SessionContext {
   private async shutdown (): Promise<void> {
     this.keepAlive.stop()
     clearInterval(this.maintenanceTimer)
+    const v1Closed = this.v1?.close()
     if (this.sessions.size > 0) {
       const drained = new Promise<void>((resolve) => { this.onDrained = resolve })
       for (const session of this.sessions) session.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
@@ -219,6 +238,7 @@ export class MlesServer implements MlesApi, SessionContext {
       for (const session of this.sessions) session.ws.terminate()
       this.onDrained = null
     }
+    await v1Closed
     await this.cluster?.close()
     this.hub.clear()
     await this.store?.close()

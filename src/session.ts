@@ -14,11 +14,11 @@ import { parseHeader } from './protocol/header.js'
 /** What a session needs of the server that owns it. */
 export interface SessionContext {
   readonly options: ResolvedOptions
-  readonly hub: Hub<Session>
+  readonly hub: Hub<HubMember>
   readonly counters: Metrics
   readonly log: FastifyBaseLogger
   /** The Redis engine in cluster mode; null on a single node. */
-  readonly cluster: RedisBus<Session> | null
+  readonly cluster: RedisBus<HubMember> | null
   sessionClosed: (session: Session) => void
 }
 
@@ -65,10 +65,11 @@ export class Session implements HubMember, KeepAliveTarget {
   // Kept lean: an idle member costs this object, ws's own objects and its socket.
   uid = ''
   memberIndex = -1
+  readonly speaksV1 = false
   catchingUp = false
   corked = false
   bufferLimit: number
-  private channel: Channel<Session> | null = null
+  private channel: Channel<HubMember> | null = null
   /** Cluster mode: the uid taken cluster-wide while a member. */
   private lease: Lease | null = null
   /** Cluster mode: data frames received while the join is under way, in order. */

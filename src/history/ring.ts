@@ -32,6 +32,10 @@ export class HistoryRing {
   /** Log offsets and lengths of the frames, in a circular index that grows up to `limit`. */
   private starts = new Float64Array(0)
   private lengths = new Uint32Array(0)
+  /** Each frame's sender, where known (the v1 bridge needs it to replay a frame as a v1 `Msg`). */
+  private senders: Array<string | null> = []
+  /** 1 for a join frame, 0 for a data frame. */
+  private joins = new Uint8Array(0)
   private first = 0
   private count = 0
   private totalBytes = 0
@@ -55,7 +59,7 @@ export class HistoryRing {
    * bounds) and returns its wire bytes, which never change afterwards. A frame
    * larger than `maxBytes` alone is encoded but not kept.
    */
-  append (payload: Uint8Array, isBinary: boolean): Buffer {
+  append (payload: Uint8Array, isBinary: boolean, sender: string | null = null, join = false): Buffer {
     const length = wireLength(payload.length)
     if (this.limit === 0 || length > this.maxBytes) {
       this.lastAppendKept = false
@@ -73,6 +77,8 @@ export class HistoryRing {
     const slot = (this.first + this.count) % this.starts.length
     this.starts[slot] = chunk.base + offset
     this.lengths[slot] = length
+    this.senders[slot] = sender
+    this.joins[slot] = join ? 1 : 0
     this.count++
     this.totalBytes += length
     return chunk.bytes.subarray(offset, offset + length)
@@ -86,6 +92,16 @@ export class HistoryRing {
     for (let i = 1; i < this.chunks.length && this.chunks[i].base <= start; i++) chunk = this.chunks[i]
     const offset = start - chunk.base
     return chunk.bytes.subarray(offset, offset + this.lengths[slot])
+  }
+
+  /** The sender's uid of the `index`-th frame, 0 being the oldest; null when not known. */
+  senderAt (index: number): string | null {
+    return this.senders[(this.first + index) % this.starts.length]
+  }
+
+  /** Whether the `index`-th frame is a join frame (as far as it was told). */
+  isJoinAt (index: number): boolean {
+    return this.joins[(this.first + index) % this.starts.length] === 1
   }
 
   /** Calls `write` with every stored frame, oldest first, as a few contiguous runs of wire bytes. */
@@ -112,6 +128,7 @@ export class HistoryRing {
 
   private evictOldest (): void {
     this.totalBytes -= this.lengths[this.first]
+    this.senders[this.first] = null
     this.first = (this.first + 1) % this.starts.length
     this.count--
     if (this.count === 0) {
@@ -129,13 +146,19 @@ export class HistoryRing {
     const capacity = Math.min(this.limit, Math.max(8, this.starts.length * 2))
     const starts = new Float64Array(capacity)
     const lengths = new Uint32Array(capacity)
+    const senders = new Array<string | null>(capacity).fill(null)
+    const joins = new Uint8Array(capacity)
     for (let i = 0; i < this.count; i++) {
       const slot = (this.first + i) % this.starts.length
       starts[i] = this.starts[slot]
       lengths[i] = this.lengths[slot]
+      senders[i] = this.senders[slot]
+      joins[i] = this.joins[slot]
     }
     this.starts = starts
     this.lengths = lengths
+    this.senders = senders
+    this.joins = joins
     this.first = 0
   }
 }

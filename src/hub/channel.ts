@@ -7,6 +7,8 @@ export interface ChannelMember {
   memberIndex: number
   /** Whether the member's connection is open (a closing one no longer blocks its uid). */
   isOpen: () => boolean
+  /** A client of the legacy v1 TCP protocol: it gets frames as v1 `Msg` frames (see `V1Translator`). */
+  readonly speaksV1: boolean
   /** Cluster mode: the member joined while frames of this node were in flight, and gets frames only in cluster order until they land. */
   catchingUp: boolean
 }
@@ -41,6 +43,8 @@ export class Channel<M extends ChannelMember = ChannelMember> {
   settledSequence = 0
   /** Cluster mode: members with `catchingUp` set. */
   catchingUp = 0
+  /** Members that speak v1. */
+  v1Members = 0
 
   constructor (
     readonly name: string,
@@ -60,6 +64,7 @@ export class Channel<M extends ChannelMember = ChannelMember> {
   }
 
   add (member: M): void {
+    if (member.speaksV1) this.v1Members++
     member.memberIndex = this.members.length
     this.members.push(member)
     if (this.byUid !== null) {
@@ -79,6 +84,7 @@ export class Channel<M extends ChannelMember = ChannelMember> {
       last.memberIndex = index
     }
     member.memberIndex = -1
+    if (member.speaksV1) this.v1Members--
     if (member.catchingUp) {
       member.catchingUp = false
       this.catchingUp--

@@ -28,6 +28,14 @@ export interface Replication {
   channelUnused: (channel: string) => void
 }
 
+/** How frames look to v1 members (the v1 bridge, option `v1`). */
+export interface V1Translator {
+  /** A v1 frame: a `Msg` from `uid` on `channel` carrying `message` (empty for a join). */
+  frame: (channel: string, uid: string, message: Uint8Array) => Buffer
+}
+
+const NO_MESSAGE = new Uint8Array(0)
+
 export interface HubLimits {
   historyLimit: number
   historyMaxBytes: number
@@ -47,7 +55,9 @@ export class Hub<M extends HubMember> {
     /** Durable history of a single node (`historyDir`); null keeps history in memory only. */
     private readonly store: HistoryStore | null = null,
     /** The cluster engine; null on a single node. */
-    private readonly replication: Replication | null = null
+    private readonly replication: Replication | null = null,
+    /** The v1 bridge's encoding; null without v1 members. */
+    private readonly v1: V1Translator | null = null
   ) {}
 
   /** Numbers the frames published on this node, in cluster mode. */
@@ -84,7 +94,7 @@ export class Hub<M extends HubMember> {
    * then stores its join frame, which current members do not receive.
    * Returns null when an open connection already holds the member's uid there.
    */
-  join (member: M, name: string, storedJoinFrame: Buffer): Channel<M> | null {
+  join (member: M, name: string, storedJoinFrame: Buffer, v1JoinFrame: Buffer | null = null): Channel<M> | null {
     const channel = this.channelOrCreate(name)
     const holder = channel.memberByUid(member.uid)
     if (holder !== undefined) {
@@ -95,7 +105,8 @@ export class Hub<M extends HubMember> {
     channel.add(member)
 
     const history = channel.history
-    history.forEachRun((run) => { this.outbox.writeUnbounded(member, run) })
+    if (member.speaksV1) this.replayAsV1(member, channel)
+    else history.forEachRun((run) => { this.outbox.writeUnbounded(member, run) })
     member.bufferLimit = this.limits.maxBufferedBytes + history.bytes
     this.metrics.totalMessagesSent += history.size
 
@@ -113,8 +124,12 @@ export class Hub<M extends HubMember> {
       return channel
     }
 
-    const wire = history.append(storedJoinFrame, false)
+    const wire = history.append(storedJoinFrame, false, member.uid, true)
     if (this.store !== null && history.lastAppendKept) this.store.append(name, wire, history.size)
+    // v1 forwards joins to the members there (SPEC-v1 §6): v1 members hear of every join, in their form.
+    if (this.v1 !== null && channel.v1Members > (member.speaksV1 ? 1 : 0)) {
+      this.deliverV1(channel, v1JoinFrame ?? this.v1.frame(name, member.uid, NO_MESSAGE), member)
+    }
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, member.uid, true)
     return channel
@@ -145,10 +160,10 @@ export class Hub<M extends HubMember> {
    * dropped, never waited for. Iterates backwards so that removal (swap with
    * last) is safe.
    */
-  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null): void {
+  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null, v1Frame: Buffer | null = null): void {
     let wire: Buffer
     if (this.replication === null) {
-      wire = channel.history.append(payload, isBinary)
+      wire = channel.history.append(payload, isBinary, from === null ? null : from.uid)
       if (this.store !== null && channel.history.lastAppendKept) this.store.append(channel.name, wire, channel.history.size)
     } else {
       // Into the history when it comes back from the cluster, in cluster order.
@@ -162,7 +177,8 @@ export class Hub<M extends HubMember> {
     for (let i = members.length - 1; i >= 0; i--) {
       const member = members[i]
       if (member === from || member.catchingUp || !member.isOpen()) continue
-      if (this.outbox.write(member, wire)) {
+      if (member.speaksV1) v1Frame ??= (this.v1 as V1Translator).frame(channel.name, from === null ? '' : from.uid, payload)
+      if (this.outbox.write(member, member.speaksV1 ? v1Frame as Buffer : wire)) {
         delivered++
       } else {
         this.dropSlow(channel, member)
@@ -171,6 +187,29 @@ export class Hub<M extends HubMember> {
     this.metrics.totalMessagesSent += delivered
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, from === null ? null : from.uid, false)
+  }
+
+  /** Sends a v1 frame to the channel's other v1 members only (a v1 frame with an empty message: nothing for v2 clients). */
+  deliverV1 (channel: Channel<M>, v1Frame: Buffer, from: M | null): void {
+    const members = channel.members
+    for (let i = members.length - 1; i >= 0; i--) {
+      const member = members[i]
+      if (!member.speaksV1 || member === from || !member.isOpen()) continue
+      if (this.outbox.write(member, v1Frame)) this.metrics.totalMessagesSent++
+      else this.dropSlow(channel, member)
+    }
+  }
+
+  /** The history as v1 frames: each a `Msg` from its sender, joins with an empty message. */
+  private replayAsV1 (member: M, channel: Channel<M>): void {
+    const history = channel.history
+    const v1 = this.v1 as V1Translator
+    for (let i = 0; i < history.size; i++) {
+      const join = history.isJoinAt(i)
+      const wire = history.at(i)
+      const uid = history.senderAt(i) ?? (join ? uidOfJoinFrame(framePayload(wire)) : '')
+      this.outbox.writeUnbounded(member, v1.frame(channel.name, uid, join ? NO_MESSAGE : framePayload(wire)))
+    }
   }
 
   /** Publishes a server-originated frame on channel `name`, creating the channel if needed. */
@@ -279,5 +318,15 @@ export class Hub<M extends HubMember> {
         this.onListenerError(error)
       }
     }
+  }
+}
+
+/** The uid of a stored join frame (JSON text), or '' (history loaded from disk keeps no senders). */
+function uidOfJoinFrame (payload: Buffer): string {
+  try {
+    const header = JSON.parse(payload.toString('utf8')) as { uid?: unknown }
+    return typeof header.uid === 'string' ? header.uid : ''
+  } catch {
+    return ''
   }
 }
