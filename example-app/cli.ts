@@ -31,6 +31,7 @@ async function runServer (config: ServerConfig): Promise<void> {
   const endpoint = handle.url.replace(/^http/, 'ws')
   if (cluster.isWorker) report({ mles: 'listening', url: handle.url })
   else process.stdout.write(`mles: serving ${handle.url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket)\n`)
+  if (handle.v1Address !== undefined && !cluster.isWorker) process.stdout.write(`mles: v1 TCP clients on port ${handle.v1Address.port}\n`)
 
   let signals = 0
   const stop = (signal: NodeJS.Signals): void => {

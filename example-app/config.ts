@@ -63,6 +63,8 @@ export interface ServerConfig {
   shutdownTimeoutMs: number
   /** Redis URL: this server is one node of a cluster sharing channels through it. */
   redis?: string
+  /** Port for clients of the legacy v1 TCP protocol (IANA: 8077), on `host`; off when undefined. */
+  v1Port?: number
   /** Worker processes sharing the port (more than 1 needs `redis`). */
   workers: number
   /** ACME tuning, for tests and private CAs (no flags). */
@@ -202,9 +204,10 @@ export function buildCommand (version: string): Command {
     .option('--acme-ca-file <file>', 'extra CA (PEM) to trust for the ACME directory')
     .addOption(new Option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(listenAddress))
     .addOption(new Option('--metrics-interval <seconds>', 'seconds between metrics log lines; 0 = off').argParser(integer(0, 86_400)).default(300))
+    .addOption(new Option('--v1-port <port>', 'also serve the legacy Mles v1 TCP protocol on this port (IANA: 8077), in the same channels').argParser(integer(0, 65535)))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
-    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
+    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
 }
 
 interface ParsedFlags {
@@ -233,6 +236,7 @@ interface ParsedFlags {
   metricsListen?: { host: string, port: number }
   metricsInterval: number
   redis?: string
+  v1Port?: number
   workers: number
 }
 
@@ -260,6 +264,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   }
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
+  if (flags.v1Port !== undefined && flags.redis !== undefined) throw new ConfigError('--v1-port cannot be combined with --redis yet: the v1 bridge serves one node')
   if (flags.historyDir !== undefined && flags.redis !== undefined) throw new ConfigError('--history-dir cannot be combined with --redis: in a cluster the history lives in Redis')
   if (flags.workers > 1) {
     if (flags.redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL: the workers share channels, history and uids through Redis`)
@@ -298,6 +303,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     logLevel,
     shutdownTimeoutMs: 10_000,
     redis: flags.redis,
+    v1Port: flags.v1Port,
     workers: flags.workers,
     acme: { ...DEFAULT_ACME_TUNING }
   }

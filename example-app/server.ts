@@ -30,6 +30,8 @@ export interface ServerHandle {
   httpAddress?: AddressInfo
   /** Where the Prometheus listener is bound, if any. */
   metricsAddress?: AddressInfo
+  /** Where the v1 TCP listener (`v1Port`) is bound, if any. */
+  v1Address?: AddressInfo
   /** The URL to open: scheme, first domain and port. */
   url: string
   metrics: () => ServerMetrics
@@ -175,6 +177,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     perIpWindowMs: config.perIpWindowSec * 1000,
     ...(config.key === undefined ? {} : { key: config.key }),
     ...(config.redis === undefined ? {} : { redis: config.redis }),
+    ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host } }),
     ...(config.historyDir === undefined ? {} : { historyDir: config.historyDir, historyFlushMs: config.historyFlushMs })
   })
 
@@ -278,6 +281,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     address,
     httpAddress,
     metricsAddress,
+    v1Address: app.mles.v1Address() ?? undefined,
     url: `${scheme}://${config.domains[0]}${address.port === defaultPort ? '' : `:${address.port}`}/`,
     metrics,
     logMetrics,

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { fileURLToPath } from 'node:url'
+import { runCli } from '../helpers/cli.js'
 import { TestClient } from '../helpers/client.js'
 import { sleep, startMles, waitFor, waitForMembers, type RunningServer } from '../helpers/server.js'
 import { V1TestClient } from '../helpers/v1-client.js'
@@ -207,5 +209,27 @@ test('the v1 option is checked, and a port in use fails registration', async () 
     await assert.rejects(startMles({ v1: { port: v1Port, host: '127.0.0.1' } }), /cannot listen for v1 clients on 127\.0\.0\.1/)
   } finally {
     await server.app.close()
+  }
+})
+
+test('mles --v1-port: the command serves v1 clients beside WebSocket ones', async () => {
+  const www = fileURLToPath(new URL('../../example-app/www', import.meta.url))
+  const refused = runCli(['-d', 'localhost', '-w', www, '--no-tls', '--v1-port', '99999'])
+  assert.equal(await refused.exited, 2)
+  assert.match(refused.stderr(), /--v1-port/)
+  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--v1-port', '0'], { MLES_KEY: 'k', MLES_LOG_LEVEL: 'warn' })
+  try {
+    const port = Number((await cli.waitFor(/serving http:\/\/localhost:(\d+)\//))[1])
+    const v1Port = Number((await cli.waitFor(/v1 TCP clients on port (\d+)/))[1])
+    const web = await TestClient.join(`ws://127.0.0.1:${port}/`, { uid: 'web', channel: 'cli', auth: computeAuth('web', 'cli', 'k') })
+    await sleep(100)
+    const tcp = await V1TestClient.join(v1Port, 'tcp', 'cli', { sharedKey: 'k' })
+    assert.equal((await tcp.next()).msg.uid, 'web')
+    tcp.send('over tcp')
+    assert.equal((await web.next()).text, 'over tcp')
+    tcp.close()
+  } finally {
+    cli.child.kill('SIGTERM')
+    assert.equal(await cli.exited, 0)
   }
 })
