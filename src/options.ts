@@ -1,3 +1,5 @@
+import { parsePeerAddress } from './v1/key.js'
+
 /** Options of `app.register(mles, options)`. Every field is optional. */
 export interface MlesOptions {
   /** URL path of the WebSocket endpoint. Plain GETs on it still reach the app's own routes. Default `'/'`. */
@@ -67,6 +69,11 @@ export interface MlesV1Options {
   host?: string
   /** `MLES_ADDR_KEY` of the reference: hashed after the client's address in address mode. Default: env `MLES_ADDR_KEY`. Ignored with `key`. */
   addressKey?: string
+  /** A v1 server (`HOST[:PORT]`, port 8077 by default) to link every channel with local members to, as a v1 client. */
+  peer?: string
+  /** First wait before a lost peer link is tried again, doubling each time up to `peerRetryMaxMs`. Default 5000 and 600 000, as the reference. */
+  peerRetryMinMs?: number
+  peerRetryMaxMs?: number
 }
 
 /** The Redis engine's settings (option `redis`). */
@@ -98,7 +105,7 @@ export interface ResolvedOptions {
   perIpWindowMs: number
   maxBufferedBytes: number
   redis: Required<MlesRedisOptions> | undefined
-  v1: { port: number, host: string, addressKey: string | undefined } | undefined
+  v1: { port: number, host: string, addressKey: string | undefined, peer: { host: string, port: number, retryMinMs: number, retryMaxMs: number } | undefined } | undefined
   historyDir: string | undefined
   historyFlushMs: number
 }
@@ -211,7 +218,7 @@ function v1Option (value: unknown, env: Record<string, string | undefined>): Res
   }
   const given = value as Record<string, unknown>
   for (const name of Object.keys(given)) {
-    if (!['port', 'host', 'addressKey'].includes(name)) throw new MlesOptionError(`v1.${name}`, 'is not a setting of the v1 listener; known: port, host, addressKey')
+    if (!V1_KEYS.includes(name)) throw new MlesOptionError(`v1.${name}`, `is not a setting of the v1 listener; known: ${V1_KEYS.join(', ')}`)
   }
   const port = given.port
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 0 || port > 65535) {
@@ -221,8 +228,23 @@ function v1Option (value: unknown, env: Record<string, string | undefined>): Res
   if (typeof host !== 'string' || host === '') throw new MlesOptionError('v1.host', `must be an address (got ${describe(host)})`)
   const addressKey = given.addressKey ?? env.MLES_ADDR_KEY
   if (addressKey !== undefined && typeof addressKey !== 'string') throw new MlesOptionError('v1.addressKey', `must be a string (got ${describe(addressKey)})`)
-  return { port, host, addressKey: addressKey === '' ? undefined : addressKey }
+  let peer: NonNullable<ResolvedOptions['v1']>['peer']
+  if (given.peer !== undefined) {
+    const address = typeof given.peer === 'string' ? parsePeerAddress(given.peer) : null
+    if (address === null) throw new MlesOptionError('v1.peer', `must be HOST or HOST:PORT, an IPv6 address in brackets (got ${describe(given.peer)})`)
+    const retry = (name: string, fallback: number): number => {
+      const value = given[name] ?? fallback
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > MAX_TIMER_MS) {
+        throw new MlesOptionError(`v1.${name}`, `must be an integer from 1 to ${MAX_TIMER_MS} (got ${describe(value)})`)
+      }
+      return value
+    }
+    peer = { ...address, retryMinMs: retry('peerRetryMinMs', 5000), retryMaxMs: retry('peerRetryMaxMs', 600_000) }
+  }
+  return { port, host, addressKey: addressKey === '' ? undefined : addressKey, peer }
 }
+
+const V1_KEYS = ['port', 'host', 'addressKey', 'peer', 'peerRetryMinMs', 'peerRetryMaxMs']
 
 function historyDirOption (value: unknown): string | undefined {
   if (value === undefined) return undefined

@@ -16,6 +16,7 @@ import { CloseCode, CloseReason } from './protocol/close.js'
 import { framePayload, isBinaryFrame } from './protocol/frame.js'
 import { Session, type SessionContext } from './session.js'
 import { V1Listener, v1Translator } from './v1/listener.js'
+import { V1PeerLinks } from './v1/peer.js'
 
 /** How long `close()` waits for clients to answer the closing handshake before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2000
@@ -91,6 +92,7 @@ export class MlesServer implements MlesApi, SessionContext {
   readonly limiter: PerIpLimiter
   readonly cluster: RedisBus<HubMember> | null
   private readonly v1: V1Listener | null
+  private readonly peers: V1PeerLinks | null
   private readonly outbox = new Outbox()
   private readonly store: HistoryStore | null
   private readonly sessions = new Set<Session>()
@@ -109,9 +111,11 @@ export class MlesServer implements MlesApi, SessionContext {
       ? null
       : new RedisBus<HubMember>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
     const keyMode = { sharedKey: options.key, addressKey: options.v1?.addressKey }
+    const translator = options.v1 === undefined ? null : v1Translator(keyMode)
     this.hub = new Hub<HubMember>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
-    }, this.store, this.cluster, options.v1 === undefined ? null : v1Translator(keyMode))
+    }, this.store, this.cluster, translator)
+    this.peers = options.v1?.peer === undefined || translator === null ? null : new V1PeerLinks(this.hub, options.v1.peer, keyMode, translator, this.counters, log)
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
     this.v1 = options.v1 === undefined ? null : new V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode }, this.limiter, this.counters, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
@@ -227,6 +231,7 @@ export class MlesServer implements MlesApi, SessionContext {
   private async shutdown (): Promise<void> {
     this.keepAlive.stop()
     clearInterval(this.maintenanceTimer)
+    this.peers?.close()
     const v1Closed = this.v1?.close()
     if (this.sessions.size > 0) {
       const drained = new Promise<void>((resolve) => { this.onDrained = resolve })

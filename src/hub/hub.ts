@@ -36,6 +36,12 @@ export interface V1Translator {
 
 const NO_MESSAGE = new Uint8Array(0)
 
+/** Told when channels gain members and lose their last one (the v1 peer links). */
+export interface HubObserver {
+  joined: (channel: string, uid: string) => void
+  left: (channel: string) => void
+}
+
 export interface HubLimits {
   historyLimit: number
   historyMaxBytes: number
@@ -59,6 +65,9 @@ export class Hub<M extends HubMember> {
     /** The v1 bridge's encoding; null without v1 members. */
     private readonly v1: V1Translator | null = null
   ) {}
+
+  /** Told of joins and empty channels; set by the v1 peer links. */
+  observer: HubObserver | null = null
 
   /** Numbers the frames published on this node, in cluster mode. */
   private sequence = 0
@@ -132,12 +141,34 @@ export class Hub<M extends HubMember> {
     }
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, member.uid, true)
+    if (this.observer !== null) this.observer.joined(name, member.uid)
     return channel
+  }
+
+  /** Adds a member that takes no replay and makes no join (a v1 peer link). */
+  attach (member: M, name: string): Channel<M> {
+    const channel = this.channelOrCreate(name)
+    channel.add(member)
+    member.bufferLimit = this.limits.maxBufferedBytes
+    return channel
+  }
+
+  /**
+   * A join made elsewhere (a member of a v1 peer): stored as a join frame, and
+   * forwarded as `v1Frame` to the v1 members but `from`, as v1 does.
+   */
+  recordJoin (channel: Channel<M>, uid: string, v1Frame: Buffer, from: M | null): void {
+    const wire = channel.history.append(Buffer.from(JSON.stringify({ uid, channel: channel.name })), false, uid, true)
+    if (this.store !== null && channel.history.lastAppendKept) this.store.append(channel.name, wire, channel.history.size)
+    if (channel.v1Members > 0) this.deliverV1(channel, v1Frame, from)
+    channel.lastActivity = Date.now()
+    if (channel.listeners !== null) this.notify(channel, wire, uid, true)
   }
 
   leave (member: M, channel: Channel<M>): void {
     if (!channel.remove(member)) return
     channel.lastActivity = Date.now()
+    if (this.observer !== null) this.observer.left(channel.name)
     if (!channel.isUnused()) return
     if (this.replication !== null) this.replication.channelUnused(channel.name)
     else if (channel.history.size === 0) this.channels.delete(channel.name)
@@ -146,6 +177,7 @@ export class Hub<M extends HubMember> {
   private dropSlow (channel: Channel<M>, member: M): void {
     channel.remove(member)
     member.dropAsSlowConsumer()
+    if (this.observer !== null) this.observer.left(channel.name)
     if (this.replication !== null && channel.isUnused()) this.replication.channelUnused(channel.name)
   }
 
@@ -160,10 +192,10 @@ export class Hub<M extends HubMember> {
    * dropped, never waited for. Iterates backwards so that removal (swap with
    * last) is safe.
    */
-  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null, v1Frame: Buffer | null = null): void {
+  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null, v1Frame: Buffer | null = null, sender: string | null = from === null ? null : from.uid): void {
     let wire: Buffer
     if (this.replication === null) {
-      wire = channel.history.append(payload, isBinary, from === null ? null : from.uid)
+      wire = channel.history.append(payload, isBinary, sender)
       if (this.store !== null && channel.history.lastAppendKept) this.store.append(channel.name, wire, channel.history.size)
     } else {
       // Into the history when it comes back from the cluster, in cluster order.
@@ -177,7 +209,7 @@ export class Hub<M extends HubMember> {
     for (let i = members.length - 1; i >= 0; i--) {
       const member = members[i]
       if (member === from || member.catchingUp || !member.isOpen()) continue
-      if (member.speaksV1) v1Frame ??= (this.v1 as V1Translator).frame(channel.name, from === null ? '' : from.uid, payload)
+      if (member.speaksV1) v1Frame ??= (this.v1 as V1Translator).frame(channel.name, sender ?? '', payload)
       if (this.outbox.write(member, member.speaksV1 ? v1Frame as Buffer : wire)) {
         delivered++
       } else {
@@ -186,7 +218,7 @@ export class Hub<M extends HubMember> {
     }
     this.metrics.totalMessagesSent += delivered
     channel.lastActivity = Date.now()
-    if (channel.listeners !== null) this.notify(channel, wire, from === null ? null : from.uid, false)
+    if (channel.listeners !== null) this.notify(channel, wire, sender, false)
   }
 
   /** Sends a v1 frame to the channel's other v1 members only (a v1 frame with an empty message: nothing for v2 clients). */
