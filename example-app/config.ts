@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import { parsePeerAddress } from '../src/v1/key.js'
 
 /** Let's Encrypt's directories: production (default) and staging (`--staging`). */
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory'
@@ -65,6 +66,8 @@ export interface ServerConfig {
   redis?: string
   /** Port for clients of the legacy v1 TCP protocol (IANA: 8077), on `host`; off when undefined. */
   v1Port?: number
+  /** A v1 server (`HOST[:PORT]`) each channel with local members is linked to; needs `v1Port`. */
+  v1Peer?: string
   /** Worker processes sharing the port (more than 1 needs `redis`). */
   workers: number
   /** ACME tuning, for tests and private CAs (no flags). */
@@ -131,6 +134,11 @@ function listenAddress (value: string): { host: string, port: number } {
   const port = Number(match[3])
   if (port > 65535) throw new InvalidArgumentError('port must be from 0 to 65535')
   return { host: match[1] ?? match[2], port }
+}
+
+function peerAddress (value: string): string {
+  if (parsePeerAddress(value) === null) throw new InvalidArgumentError('must be HOST or HOST:PORT (an IPv6 address in brackets)')
+  return value
 }
 
 function redisUrl (value: string): string {
@@ -205,6 +213,7 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics').argParser(listenAddress))
     .addOption(new Option('--metrics-interval <seconds>', 'seconds between metrics log lines; 0 = off').argParser(integer(0, 86_400)).default(300))
     .addOption(new Option('--v1-port <port>', 'also serve the legacy Mles v1 TCP protocol on this port (IANA: 8077), in the same channels').argParser(integer(0, 65535)))
+    .addOption(new Option('--v1-peer <host[:port]>', 'with --v1-port: link every channel with members here to this v1 server (port 8077 by default)').argParser(peerAddress))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
     .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
@@ -237,6 +246,7 @@ interface ParsedFlags {
   metricsInterval: number
   redis?: string
   v1Port?: number
+  v1Peer?: string
   workers: number
 }
 
@@ -264,6 +274,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   }
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
+  if (flags.v1Peer !== undefined && flags.v1Port === undefined) throw new ConfigError('--v1-peer needs --v1-port')
   if (flags.v1Port !== undefined && flags.redis !== undefined) throw new ConfigError('--v1-port cannot be combined with --redis yet: the v1 bridge serves one node')
   if (flags.historyDir !== undefined && flags.redis !== undefined) throw new ConfigError('--history-dir cannot be combined with --redis: in a cluster the history lives in Redis')
   if (flags.workers > 1) {
@@ -304,6 +315,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     shutdownTimeoutMs: 10_000,
     redis: flags.redis,
     v1Port: flags.v1Port,
+    v1Peer: flags.v1Peer,
     workers: flags.workers,
     acme: { ...DEFAULT_ACME_TUNING }
   }

@@ -177,7 +177,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     perIpWindowMs: config.perIpWindowSec * 1000,
     ...(config.key === undefined ? {} : { key: config.key }),
     ...(config.redis === undefined ? {} : { redis: config.redis }),
-    ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host } }),
+    ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host, ...(config.v1Peer === undefined ? {} : { peer: config.v1Peer }) } }),
     ...(config.historyDir === undefined ? {} : { historyDir: config.historyDir, historyFlushMs: config.historyFlushMs })
   })
 

@@ -214,9 +214,15 @@ test('the v1 option is checked, and a port in use fails registration', async () 
 
 test('mles --v1-port: the command serves v1 clients beside WebSocket ones', async () => {
   const www = fileURLToPath(new URL('../../example-app/www', import.meta.url))
-  const refused = runCli(['-d', 'localhost', '-w', www, '--no-tls', '--v1-port', '99999'])
-  assert.equal(await refused.exited, 2)
-  assert.match(refused.stderr(), /--v1-port/)
+  for (const [args, message] of [
+    [['--v1-port', '99999'], /--v1-port/],
+    [['--v1-peer', 'peer.example:8077'], /--v1-peer needs --v1-port/],
+    [['--v1-port', '0', '--v1-peer', 'a b'], /--v1-peer.*HOST or HOST:PORT/]
+  ] as const) {
+    const refused = runCli(['-d', 'localhost', '-w', www, '--no-tls', ...args])
+    assert.equal(await refused.exited, 2)
+    assert.match(refused.stderr(), message)
+  }
   const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--v1-port', '0'], { MLES_KEY: 'k', MLES_LOG_LEVEL: 'warn' })
   try {
     const port = Number((await cli.waitFor(/serving http:\/\/localhost:(\d+)\//))[1])
