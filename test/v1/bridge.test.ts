@@ -239,3 +239,21 @@ test('mles --v1-port: the command serves v1 clients beside WebSocket ones', asyn
     assert.equal(await cli.exited, 0)
   }
 })
+
+test('on a dual-stack listener an IPv4 client is checked against its plain IPv4 address', async () => {
+  let bridge: { server: RunningServer, v1Port: number }
+  try {
+    bridge = await startBridge({ v1: { port: 0, host: '::' } })
+  } catch (error) {
+    if (/EAFNOSUPPORT|EADDRNOTAVAIL/.test((error as Error).message)) return // no IPv6 here: nothing to check
+    throw error
+  }
+  try {
+    const client = await V1TestClient.join(bridge.v1Port, 'four', 'mapped')
+    await waitForMembers(bridge.server.app, 'mapped', 1)
+    assert.equal(client.socket.remoteAddress, '127.0.0.1')
+    client.close()
+  } finally {
+    await bridge.server.app.close()
+  }
+})
