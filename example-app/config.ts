@@ -275,7 +275,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
   if (flags.v1Peer !== undefined && flags.v1Port === undefined) throw new ConfigError('--v1-peer needs --v1-port')
-  if (flags.v1Port !== undefined && flags.redis !== undefined) throw new ConfigError('--v1-port cannot be combined with --redis yet: the v1 bridge serves one node')
+  if (flags.v1Peer !== undefined && flags.redis !== undefined) throw new ConfigError('--v1-peer cannot be combined with --redis')
   if (flags.historyDir !== undefined && flags.redis !== undefined) throw new ConfigError('--history-dir cannot be combined with --redis: in a cluster the history lives in Redis')
   if (flags.workers > 1) {
     if (flags.redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL: the workers share channels, history and uids through Redis`)

@@ -303,8 +303,8 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     historyFlushMs: integerOption('historyFlushMs', given.historyFlushMs)
   }
 
-  if (resolved.v1 !== undefined && resolved.redis !== undefined) {
-    throw new MlesOptionError('v1', 'cannot be combined with redis yet: the v1 bridge serves one node')
+  if (resolved.v1?.peer !== undefined && resolved.redis !== undefined) {
+    throw new MlesOptionError('v1.peer', 'cannot be combined with redis: peer links serve one node')
   }
   if (resolved.historyDir !== undefined && resolved.redis !== undefined) {
     throw new MlesOptionError('historyDir', 'cannot be combined with redis: in a cluster the history lives in Redis')

@@ -74,6 +74,7 @@ interface Outgoing {
   payload: Uint8Array
   isBinary: boolean
   uid: string | null
+  join: boolean
   sequence: number
   entry: Buffer
 }
@@ -261,11 +262,11 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   publish (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
     if (this.commands.status !== 'ready' || this.inFlight >= MAX_IN_FLIGHT || this.closed) {
-      this.keepLocal(channel, payload, isBinary, uid, sequence)
+      this.keepLocal(channel, payload, isBinary, uid, join, sequence)
       return
     }
     this.inFlight++
-    this.batch.push({ channel, payload, isBinary, uid, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload) })
+    this.batch.push({ channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload) })
     if (this.batch.length === 1) setImmediate(this.sendBatch)
     else if (this.batch.length >= MAX_BATCH) this.sendBatch()
   }
@@ -284,14 +285,14 @@ export class RedisBus<M extends HubMember> implements Replication {
     }, (error: unknown) => {
       this.inFlight -= batch.length
       this.fault('publishing', error)
-      for (const item of batch) this.keepLocal(item.channel, item.payload, item.isBinary, item.uid, item.sequence)
+      for (const item of batch) this.keepLocal(item.channel, item.payload, item.isBinary, item.uid, item.join, item.sequence)
     })
   }
 
-  private keepLocal (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, sequence: number): void {
+  private keepLocal (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
     this.metrics.clusterUnsentFrames++
     // After the hub's own fan-out of this frame, never inside it.
-    process.nextTick(() => { this.hub?.settleLocal(channel, payload, isBinary, uid, sequence) })
+    process.nextTick(() => { this.hub?.settleLocal(channel, payload, isBinary, uid, join, sequence) })
   }
 
   channelUnused (channel: string): void {
@@ -409,7 +410,7 @@ export class RedisBus<M extends HubMember> implements Replication {
       return
     }
     if (historyOnly) {
-      local.history.append(entry.payload, entry.isBinary)
+      local.history.append(entry.payload, entry.isBinary, entry.uid, entry.join)
       return
     }
     this.hub.replicated(local, entry.payload, entry.isBinary, entry.uid, entry.join, entry.origin === this.nodeId, entry.sequence)

@@ -128,6 +128,9 @@ export class Hub<M extends HubMember> {
       const sequence = ++this.sequence
       channel.lastLocalSequence = sequence
       this.replication.publish(name, storedJoinFrame, false, member.uid, true, sequence)
+      if (this.v1 !== null && channel.v1Members > (member.speaksV1 ? 1 : 0)) {
+        this.deliverV1(channel, v1JoinFrame ?? this.v1.frame(name, member.uid, NO_MESSAGE), member)
+      }
       channel.lastActivity = Date.now()
       if (channel.listeners !== null) this.notify(channel, encodeFrame(storedJoinFrame, false), member.uid, true)
       return channel
@@ -263,13 +266,14 @@ export class Hub<M extends HubMember> {
    * published, or were there before the join).
    */
   replicated (channel: Channel<M>, payload: Buffer, isBinary: boolean, uid: string | null, join: boolean, local: boolean, sequence: number): void {
-    const wire = channel.history.append(payload, isBinary)
+    const wire = channel.history.append(payload, isBinary, uid, join)
     channel.lastActivity = Date.now()
     if (local) {
-      this.settle(channel, wire, uid, sequence)
+      this.settle(channel, wire, payload, uid, join, sequence)
       return
     }
-    if (!join) this.deliver(channel, wire, uid, false)
+    // A join reaches no WebSocket member live, but v1 members hear of it (SPEC-v1 §6).
+    if (!join || channel.v1Members > 0) this.deliver(channel, wire, payload, uid, join, false)
     if (channel.listeners !== null) this.notify(channel, wire, uid, join)
   }
 
@@ -278,28 +282,36 @@ export class Hub<M extends HubMember> {
    * kept in this node's history so local joiners still see it, and delivered
    * to whoever was waiting for it.
    */
-  settleLocal (name: string, payload: Uint8Array, isBinary: boolean, uid: string | null, sequence: number): void {
+  settleLocal (name: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
     const channel = this.channels.get(name)
     if (channel === undefined) return
-    const wire = channel.history.append(payload, isBinary)
-    if (sequence !== 0) this.settle(channel, wire, uid, sequence)
+    const wire = channel.history.append(payload, isBinary, uid, join)
+    if (sequence !== 0) this.settle(channel, wire, payload, uid, join, sequence)
   }
 
-  private settle (channel: Channel<M>, wire: Buffer, uid: string | null, sequence: number): void {
+  private settle (channel: Channel<M>, wire: Buffer, payload: Uint8Array, uid: string | null, join: boolean, sequence: number): void {
     if (sequence > channel.settledSequence) channel.settledSequence = sequence
     if (channel.catchingUp === 0) return
-    this.deliver(channel, wire, uid, true)
+    this.deliver(channel, wire, payload, uid, join, true)
     if (channel.settledSequence >= channel.lastLocalSequence) channel.endCatchUp()
   }
 
-  /** Writes `wire` to the open members (only those catching up, if `catchingUpOnly`) but the one with `uid`. */
-  private deliver (channel: Channel<M>, wire: Buffer, uid: string | null, catchingUpOnly: boolean): void {
+  /**
+   * Writes a frame to the open members (only those catching up, if
+   * `catchingUpOnly`) but the one with `uid`: `wire` to WebSocket members,
+   * its v1 form to v1 members. A join goes to WebSocket members only when
+   * they are catching up (it stands for what their replay lacked).
+   */
+  private deliver (channel: Channel<M>, wire: Buffer, payload: Uint8Array, uid: string | null, join: boolean, catchingUpOnly: boolean): void {
     const members = channel.members
     let delivered = 0
+    let v1Frame: Buffer | null = null
     for (let i = members.length - 1; i >= 0; i--) {
       const member = members[i]
       if ((catchingUpOnly && !member.catchingUp) || member.uid === uid || !member.isOpen()) continue
-      if (this.outbox.write(member, wire)) {
+      if (join && !catchingUpOnly && !member.speaksV1) continue
+      if (member.speaksV1) v1Frame ??= (this.v1 as V1Translator).frame(channel.name, uid ?? '', join ? NO_MESSAGE : payload)
+      if (this.outbox.write(member, member.speaksV1 ? v1Frame as Buffer : wire)) {
         delivered++
       } else {
         this.dropSlow(channel, member)

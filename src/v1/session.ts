@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
+import type { Lease, RedisBus } from '../cluster/redis-bus.js'
 import type { Channel } from '../hub/channel.js'
 import type { Hub, HubMember } from '../hub/hub.js'
 import type { Metrics } from '../metrics.js'
@@ -15,6 +16,8 @@ export interface V1SessionContext {
   readonly counters: Metrics
   readonly log: FastifyBaseLogger
   readonly keyMode: V1KeyMode
+  /** The Redis engine in cluster mode: uids are then taken cluster-wide. */
+  readonly cluster: RedisBus<HubMember> | null
   v1SessionClosed: (session: V1Session) => void
 }
 
@@ -38,6 +41,10 @@ export class V1Session implements HubMember {
   /** The connection id of its first frame: unique among the v1 members of a channel. */
   cid = -1
   private channel: Channel<HubMember> | null = null
+  /** Cluster mode: the uid taken cluster-wide while a member. */
+  private lease: Lease | null = null
+  /** Cluster mode: frames received while the join is checked with the cluster. */
+  private early: Buffer[] | null = null
   private readonly reader: V1FrameReader
   private shut = false
   /** Closes a connection that sends no first frame, or stops in the middle of a frame. */
@@ -78,8 +85,14 @@ export class V1Session implements HubMember {
     try {
       for (const frame of frames) {
         if (this.shut) return
-        if (this.channel === null) this.join(frame)
-        else this.publish(this.channel, frame)
+        if (this.early !== null) {
+          if (this.early.length < 256) this.early.push(frame)
+          else this.context.counters.droppedRate++
+        } else if (this.channel === null) {
+          this.join(frame)
+        } else {
+          this.publish(this.channel, frame)
+        }
       }
     } catch (error) {
       // Never reached by any known input; a bug costs one connection, not the process.
@@ -131,18 +144,54 @@ export class V1Session implements HubMember {
     }
     this.uid = msg.uid
     this.cid = cid
-    const storedJoinFrame = Buffer.from(JSON.stringify({ uid: msg.uid, channel: msg.channel }))
-    const channel = hub.join(this, msg.channel, storedJoinFrame, first)
+    const cluster = this.context.cluster
+    if (cluster === null) {
+      this.enter(msg.channel, msg.message, frames)
+      return
+    }
+    this.early = []
+    cluster.admit(msg.channel, msg.uid, (lease) => {
+      const early = this.early ?? []
+      this.early = null
+      if (lease === null) {
+        counters.rejectedDuplicates++
+        log.debug({ uid: msg.uid, channel: msg.channel }, 'mles v1: uid already on the channel; closing')
+        this.close()
+        return
+      }
+      if (this.shut) {
+        cluster.release(lease)
+        return
+      }
+      this.lease = lease
+      this.enter(msg.channel, msg.message, frames)
+      for (const frame of early) {
+        if (this.channel === null) break
+        this.publish(this.channel, frame)
+      }
+    }).catch((error: unknown) => {
+      counters.protocolErrors++
+      log.error({ err: error }, 'mles v1: internal error while joining; closing the connection')
+      this.close()
+    })
+  }
+
+  private enter (channelName: string, message: Uint8Array, frames: Buffer[]): void {
+    const { counters, hub, log } = this.context
+    const first = frames[0]
+    const storedJoinFrame = Buffer.from(JSON.stringify({ uid: this.uid, channel: channelName }))
+    const channel = hub.join(this, channelName, storedJoinFrame, first)
     if (channel === null) {
       counters.rejectedDuplicates++
-      log.debug({ uid: msg.uid, channel: msg.channel }, 'mles v1: uid already on the channel; closing')
+      log.debug({ uid: this.uid, channel: channelName }, 'mles v1: uid already on the channel; closing')
       this.close()
       return
     }
     this.channel = channel
-    log.debug({ uid: msg.uid, channel: msg.channel, resync: frames.length > 1 }, 'mles v1: joined')
+    this.clearStallTimer()
+    log.debug({ uid: this.uid, channel: channelName, resync: frames.length > 1 }, 'mles v1: joined')
     // A first Msg with a message says something too; a resync's other frames follow it.
-    if (msg.message.length > 0) hub.publish(channel, msg.message, true, this, null)
+    if (message.length > 0) hub.publish(channel, message, true, this, null)
     for (let i = 1; i < frames.length && this.channel !== null; i++) this.publish(channel, frames[i], false)
   }
 
@@ -198,6 +247,10 @@ export class V1Session implements HubMember {
     if (this.channel !== null) {
       this.context.hub.leave(this, this.channel)
       this.channel = null
+    }
+    if (this.lease !== null) {
+      this.context.cluster?.release(this.lease)
+      this.lease = null
     }
   }
 

@@ -203,7 +203,7 @@ test('hostile v1 input closes only the connection that sent it', async () => {
 
 test('the v1 option is checked, and a port in use fails registration', async () => {
   await assert.rejects(startMles({ v1: { port: 70000 } }), /option "v1.port" must be an integer from 0 to 65535/)
-  await assert.rejects(startMles({ v1: { port: 0 }, redis: 'redis://127.0.0.1:1' }), /option "v1" cannot be combined with redis/)
+  await assert.rejects(startMles({ v1: { port: 0, peer: 'peer.example' }, redis: 'redis://127.0.0.1:1' }), /option "v1.peer" cannot be combined with redis/)
   const { server, v1Port } = await startBridge()
   try {
     await assert.rejects(startMles({ v1: { port: v1Port, host: '127.0.0.1' } }), /cannot listen for v1 clients on 127\.0\.0\.1/)
