@@ -115,7 +115,7 @@ export class MlesServer implements MlesApi, SessionContext {
     this.hub = new Hub<HubMember>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
     }, this.store, this.cluster, translator)
-    this.peers = options.v1?.peer === undefined || translator === null ? null : new V1PeerLinks(this.hub, options.v1.peer, keyMode, translator, this.counters, log)
+    this.peers = options.v1?.peer === undefined ? null : new V1PeerLinks(this.hub, options.v1.peer, keyMode, this.counters, log)
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
     this.v1 = options.v1 === undefined ? null : new V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster }, this.limiter, this.counters, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)

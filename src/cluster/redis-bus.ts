@@ -135,6 +135,8 @@ export class RedisBus<M extends HubMember> implements Replication {
   private readonly watches = new Map<string, Watch>()
   private readonly leases = new Set<Lease>()
   private readonly topicPrefix: string
+  /** Bytes of `topicPrefix`: where a notice's channel name starts. */
+  private readonly topicPrefixBytes: number
   private hub: Hub<M> | null = null
   private leaseSerial = 0
   private inFlight = 0
@@ -171,6 +173,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { numberOfKeys: 1, lua: REFRESH_SCRIPT })
     this.topicPrefix = options.keyPrefix + 'p:'
+    this.topicPrefixBytes = Buffer.byteLength(this.topicPrefix)
 
     this.commands.on('error', (error: Error) => { this.connectionFault('commands', error) })
     this.subscriber.on('error', (error: Error) => { this.connectionFault('subscriber', error) })
@@ -310,13 +313,12 @@ export class RedisBus<M extends HubMember> implements Replication {
   // ---- reading channels -------------------------------------------------
 
   private watch (channel: string): Watch {
-    let watch = this.watches.get(channel)
-    if (watch !== undefined) return watch
-    const created: Watch = { cursor: null, held: null, stale: false, ready: Promise.resolve(), admitting: 0 }
-    this.watches.set(channel, created)
+    const existing = this.watches.get(channel)
+    if (existing !== undefined) return existing
+    const watch: Watch = { cursor: null, held: null, stale: false, ready: Promise.resolve(), admitting: 0 }
+    this.watches.set(channel, watch)
     this.hub?.channelOrCreate(channel)
-    created.ready = this.subscribeAndRead(channel, created)
-    watch = created
+    watch.ready = this.subscribeAndRead(channel, watch)
     return watch
   }
 
@@ -382,7 +384,7 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   /** A stream notice from the subscriber connection. */
   private notice (topic: Buffer, message: Buffer): void {
-    const channel = topic.toString('utf8', Buffer.byteLength(this.topicPrefix))
+    const channel = topic.toString('utf8', this.topicPrefixBytes)
     const watch = this.watches.get(channel)
     if (watch === undefined) return
     const space = message.indexOf(0x20)

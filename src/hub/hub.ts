@@ -118,6 +118,10 @@ export class Hub<M extends HubMember> {
     else history.forEachRun((run) => { this.outbox.writeUnbounded(member, run) })
     member.bufferLimit = this.limits.maxBufferedBytes + history.bytes
     this.metrics.totalMessagesSent += history.size
+    // v1 forwards joins to the members there (SPEC-v1 §6): v1 members hear of every join, in their form.
+    if (this.v1 !== null && channel.v1Members > (member.speaksV1 ? 1 : 0)) {
+      this.deliverV1(channel, v1JoinFrame ?? this.v1.frame(name, member.uid, NO_MESSAGE), member)
+    }
 
     if (this.replication !== null) {
       // Frames of this node still on their way through the cluster are in no
@@ -128,9 +132,6 @@ export class Hub<M extends HubMember> {
       const sequence = ++this.sequence
       channel.lastLocalSequence = sequence
       this.replication.publish(name, storedJoinFrame, false, member.uid, true, sequence)
-      if (this.v1 !== null && channel.v1Members > (member.speaksV1 ? 1 : 0)) {
-        this.deliverV1(channel, v1JoinFrame ?? this.v1.frame(name, member.uid, NO_MESSAGE), member)
-      }
       channel.lastActivity = Date.now()
       if (channel.listeners !== null) this.notify(channel, encodeFrame(storedJoinFrame, false), member.uid, true)
       return channel
@@ -138,10 +139,6 @@ export class Hub<M extends HubMember> {
 
     const wire = history.append(storedJoinFrame, false, member.uid, true)
     if (this.store !== null && history.lastAppendKept) this.store.append(name, wire, history.size)
-    // v1 forwards joins to the members there (SPEC-v1 §6): v1 members hear of every join, in their form.
-    if (this.v1 !== null && channel.v1Members > (member.speaksV1 ? 1 : 0)) {
-      this.deliverV1(channel, v1JoinFrame ?? this.v1.frame(name, member.uid, NO_MESSAGE), member)
-    }
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, member.uid, true)
     if (this.observer !== null) this.observer.joined(name, member.uid)
@@ -235,16 +232,22 @@ export class Hub<M extends HubMember> {
     }
   }
 
-  /** The history as v1 frames: each a `Msg` from its sender, joins with an empty message. */
   private replayAsV1 (member: M, channel: Channel<M>): void {
+    for (const frame of this.historyAsV1(channel)) this.outbox.writeUnbounded(member, frame)
+  }
+
+  /** The history as v1 frames, oldest first: each a `Msg` from its sender, joins with an empty message. */
+  historyAsV1 (channel: Channel<M>): Buffer[] {
     const history = channel.history
     const v1 = this.v1 as V1Translator
+    const frames: Buffer[] = []
     for (let i = 0; i < history.size; i++) {
       const join = history.isJoinAt(i)
-      const wire = history.at(i)
-      const uid = history.senderAt(i) ?? (join ? uidOfJoinFrame(framePayload(wire)) : '')
-      this.outbox.writeUnbounded(member, v1.frame(channel.name, uid, join ? NO_MESSAGE : framePayload(wire)))
+      const payload = framePayload(history.at(i))
+      const uid = history.senderAt(i) ?? (join ? uidOfJoinFrame(payload) : '')
+      frames.push(v1.frame(channel.name, uid, join ? NO_MESSAGE : payload))
     }
+    return frames
   }
 
   /** Publishes a server-originated frame on channel `name`, creating the channel if needed. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Channel } from '../hub/channel.js'
-import type { Hub, HubMember, HubObserver, V1Translator } from '../hub/hub.js'
+import type { Hub, HubMember, HubObserver } from '../hub/hub.js'
 import type { Metrics } from '../metrics.js'
 import { framePayload } from '../protocol/frame.js'
 import { encodeFrame, V1_MAX_PAYLOAD_BYTES, V1_PREFIX_BYTES, V1FrameReader } from './frame.js'
@@ -84,22 +84,11 @@ class PeerLink implements HubMember {
     let payload: Buffer = join
     if (reconnect && channel.history.size > 1) {
       // Back after a break: give the peer our history (SPEC-v1 §8), unless it would not fit a frame.
-      const resync = encodeResync(this.historyAsV1(channel))
+      const resync = encodeResync(hub.historyAsV1(channel))
       if (resync.length <= V1_MAX_PAYLOAD_BYTES) payload = resync
     }
     this.socket.write(encodeFrame(payload, cidOfKey(key), key))
     this.links.log.info({ channel: this.channel, peer: `${this.links.options.host}:${this.links.options.port}`, resync: payload !== join }, 'mles v1: peer link up')
-  }
-
-  private historyAsV1 (channel: Channel<HubMember>): Buffer[] {
-    const frames: Buffer[] = []
-    const history = channel.history
-    for (let i = 0; i < history.size; i++) {
-      const join = history.isJoinAt(i)
-      const payload = join ? new Uint8Array(0) : framePayload(history.at(i))
-      frames.push(this.links.translator.frame(this.channel, history.senderAt(i) ?? '', payload))
-    }
-    return frames
   }
 
   private historyKeys (channel: Channel<HubMember>): Set<string> {
@@ -175,7 +164,6 @@ export class V1PeerLinks implements HubObserver {
     readonly hub: Hub<HubMember>,
     readonly options: V1PeerOptions,
     readonly keyMode: V1KeyMode,
-    readonly translator: V1Translator,
     readonly counters: Metrics,
     readonly log: FastifyBaseLogger
   ) {

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer, connect } from 'node:net'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before } from 'node:test'
 import { Redis } from 'ioredis'
+import { freePort } from './pebble.js'
 
 /** A real redis-server (Debian's `redis-server`) on a free loopback port, in a throwaway directory. */
 export interface RedisProcess {
@@ -20,18 +21,6 @@ export interface RedisProcess {
   resume: () => void
   /** Stops it and removes its directory. */
   cleanup: () => Promise<void>
-}
-
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      if (address === null || typeof address === 'string') return reject(new Error('no port'))
-      server.close(() => { resolve(address.port) })
-    })
-  })
 }
 
 async function acceptsConnections (port: number): Promise<boolean> {
