@@ -40,6 +40,15 @@ async function openPage (server: ServerHandle, width = 900): Promise<Page> {
   return page
 }
 
+/** Everything that went wrong while a page loaded and ran: failed requests, 4xx/5xx responses, console errors. */
+function watchProblems (page: Page): string[] {
+  const problems: string[] = []
+  page.on('response', (response) => { if (response.status() >= 400) problems.push(`${response.status()} ${response.url()}`) })
+  page.on('requestfailed', (request) => { problems.push(`failed ${request.url()}: ${request.failure()?.errorText ?? ''}`) })
+  page.on('console', (message) => { if (message.type() === 'error') problems.push(`console error: ${message.text()} (${message.location().url})`) })
+  return problems
+}
+
 async function join (page: Page, uid: string, channel = 'lobby', key = ''): Promise<void> {
   await page.fill('#uid', uid)
   await page.fill('#channel', channel)
@@ -115,6 +124,55 @@ test('two pages chat both ways; a third joins later and sees the history; a serv
   assert.equal(await dave.locator('#messages li', { hasText: 'hello bob' }).count(), 1, 'resynced history, each message once')
 
   for (const page of [alice, bob, carol, dave]) await page.close()
+  await server.shutdown()
+})
+
+test('the page loads without a failed request or console error, with its favicon', async () => {
+  const server = await serve()
+  const page = await browser.newPage({ viewport: { width: 900, height: 720 } })
+  const problems = watchProblems(page)
+  page.on('pageerror', (error) => { problems.push(`page error: ${error.message}`) })
+  await page.goto(`http://127.0.0.1:${server.address.port}/`, { waitUntil: 'networkidle' })
+  const icon = await page.evaluate(async () => {
+    const link = document.querySelector<HTMLLinkElement>('link[rel="icon"]')
+    if (link === null) return null
+    const response = await fetch(link.href)
+    return { status: response.status, type: response.headers.get('content-type') }
+  })
+  assert.ok(icon !== null, 'the page links an icon')
+  assert.equal(icon.status, 200)
+  assert.match(icon.type ?? '', /^image\/svg\+xml/)
+  await join(page, 'fay')
+  await status(page, 'open')
+  await say(page, 'a quiet console')
+  await seeText(page, 'a quiet console')
+  await page.click('#leave')
+  await page.waitForSelector('#status[data-state="idle"]')
+  await page.reload({ waitUntil: 'networkidle' })
+  assert.deepEqual(problems, [])
+  await page.close()
+  await server.shutdown()
+})
+
+test('the message box and the Leave button show only while joined', async () => {
+  const server = await serve()
+  const page = await openPage(server)
+  const joined = ['#text', '#say button[type=submit]', '#leave', '#messages']
+  const visible = async (selectors: string[]): Promise<boolean[]> => await Promise.all(selectors.map(async (selector) => await page.locator(selector).isVisible()))
+  assert.deepEqual(await visible(joined), joined.map(() => false), 'hidden before joining')
+  assert.ok(await page.locator('#join').isVisible(), 'the join form shows instead')
+  await join(page, 'gus')
+  await status(page, 'open')
+  assert.deepEqual(await visible(joined), joined.map(() => true), 'shown once joined')
+  assert.ok(await page.locator('#join').isHidden(), 'no join form while joined')
+  await page.click('#leave')
+  assert.deepEqual(await visible(joined), joined.map(() => false), 'hidden again after Leave')
+  assert.ok(await page.locator('#join').isVisible(), 'the join form is back')
+  // and joining again shows them again
+  await join(page, 'gus')
+  await status(page, 'open')
+  assert.deepEqual(await visible(joined), joined.map(() => true), 'shown on the second join')
+  await page.close()
   await server.shutdown()
 })
 
