@@ -1,11 +1,14 @@
 // npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W3] [--systems a,b] [--readme]
+// npm run bench -- --render [--readme]
 //
 // Starts each server fresh for every measurement on one core and the load
 // generator on another (taskset), runs the workloads, and reports medians of
 // the runs as a table, bench/results/latest.json (quick.json with --quick), an
-// SVG chart, and — with --readme — the README's Performance section.
+// SVG chart, and — with --readme — the measured tables in docs/performance.md
+// (between <!-- bench:start --> and <!-- bench:end -->). --render re-publishes
+// the saved bench/results/latest.json without measuring anything.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { availableParallelism, cpus } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -35,6 +38,45 @@ const { values: args } = parseArgs({
 function fail (message: string): never {
   process.stderr.write(`bench: ${message}\n`)
   process.exit(2)
+}
+
+// --readme writes the measured tables between these markers of the performance page.
+const performancePage = join(projectRoot, 'docs', 'performance.md')
+const performancePageName = 'docs/performance.md'
+const START = '<!-- bench:start -->'
+const END = '<!-- bench:end -->'
+
+/** The performance page split around its markers, or a clear exit when they are missing. */
+function performancePageParts (): { before: string, after: string } {
+  if (!existsSync(performancePage)) fail(`--readme: ${performancePageName} does not exist; it should hold the lines ${START} and ${END}`)
+  const text = readFileSync(performancePage, 'utf8')
+  const start = text.indexOf(START)
+  const end = text.indexOf(END)
+  const missing = [start === -1 ? START : '', end === -1 ? END : ''].filter((marker) => marker !== '')
+  if (missing.length > 0) fail(`--readme: ${performancePageName} lacks the marker line ${missing.join(' and ')}; the results go between ${START} and ${END}`)
+  if (end < start) fail(`--readme: in ${performancePageName}, ${END} comes before ${START}`)
+  return { before: text.slice(0, start + START.length), after: text.slice(end) }
+}
+
+// Re-publishing saved results needs nothing but the saved file: no servers, peers or pinning.
+if (args.render === true) {
+  const measuring = (['quick', 'peers', 'cluster', 'runs', 'workloads', 'systems'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  if (measuring.length > 0) fail(`--render re-publishes bench/results/latest.json and takes only --readme, not ${measuring.map((name) => `--${name}`).join(', ')}`)
+  const savedPath = join(resultsDir, 'latest.json')
+  if (!existsSync(savedPath)) fail('--render: there is no bench/results/latest.json to render; run a full `npm run bench` first')
+  if (args.readme === true) performancePageParts()
+  const saved = JSON.parse(readFileSync(savedPath, 'utf8')) as { results: Entry[], targets: Target[], meta: Meta }
+  publish('latest', saved.results, saved.targets, saved.meta)
+  process.stderr.write(`bench: rendered bench/results/latest.md and latest.svg from latest.json${args.readme === true ? ` and updated ${performancePageName}` : ''}\n`)
+  process.exit(0)
+}
+
+// Checked now rather than after a run of half an hour.
+if (args.readme === true) {
+  if (args.quick === true || args.workloads !== undefined || args.systems !== undefined || args.runs !== undefined) {
+    fail(`--readme publishes only a full run into ${performancePageName}: drop --quick, --runs, --workloads and --systems`)
+  }
+  performancePageParts()
 }
 
 const quick = args.quick ?? false
@@ -175,12 +217,6 @@ async function series (systemsToRun: SystemName[], workload: Workload, params: R
   return done
 }
 
-if (args.render === true) {
-  const saved = JSON.parse(readFileSync(join(resultsDir, 'latest.json'), 'utf8')) as { results: Entry[], targets: Target[], meta: Meta }
-  publish('latest', saved.results, saved.targets, saved.meta)
-  process.exit(0)
-}
-
 const started = Date.now()
 process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${runs} run(s) each, systems ${systems.join(', ')}; ` +
   `${canPin ? 'server on core 0, generator on core 1' : 'no CPU pinning (needs 2 cores and taskset)'}\n`)
@@ -254,7 +290,7 @@ check('W5 server memory bounded (growth ≤ 5 slow × 4 MiB + 44 MiB)', growth, 
 interface Target { target: string, value: string, met: boolean }
 interface Meta { date: string, quick: boolean, runs: number, cpu: string, cores: number, node: string, pinned: boolean, warmup_ms: number, duration_ms: number, seconds: number }
 
-/** Writes the table, JSON, SVG and markdown (and the README section when asked). */
+/** Writes the table, JSON, SVG and markdown (and the performance page's section when asked). */
 function publish (base: string, results: Entry[], targetList: Target[], meta: Meta): void {
   process.stdout.write('\n' + table(results) + '\n\n')
   if (meta.quick) process.stdout.write('quick run: a smoke test of the bench, too short to judge the targets\n')
@@ -270,13 +306,8 @@ function publish (base: string, results: Entry[], targetList: Target[], meta: Me
     tablesByWorkload(results) + '\n'
   writeFileSync(join(resultsDir, `${base}.md`), markdown)
   if (args.readme === true && base === 'latest') {
-    const readmePath = join(projectRoot, 'README.md')
-    const readme = readFileSync(readmePath, 'utf8')
-    const start = '<!-- bench:start -->'
-    const end = '<!-- bench:end -->'
-    if (readme.includes(start) && readme.includes(end)) {
-      writeFileSync(readmePath, readme.slice(0, readme.indexOf(start) + start.length) + '\n' + markdown + readme.slice(readme.indexOf(end)))
-    }
+    const { before, after } = performancePageParts()
+    writeFileSync(performancePage, before + '\n' + markdown + after)
   }
 }
 
