@@ -1,0 +1,230 @@
+// Type tests of `fastify-mles` (the plugin, its options and `app.mles`), run by
+// tstyche (`npm run test:types`) against the built declarations in dist/:
+// the package is imported by name, as a user would.
+import type { AddressInfo } from 'node:net'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { describe, expect, test } from 'tstyche'
+import mles, {
+  CloseCode,
+  CloseReason,
+  computeAuth,
+  DEFAULT_OPTIONS,
+  MLES_PROTOCOL,
+  mles as namedMles,
+  MlesOptionError,
+  type MlesApi,
+  type MlesChannelInfo,
+  type MlesFrame,
+  type MlesFrameListener,
+  type MlesHistoryFrame,
+  type MlesMetricsSnapshot,
+  type MlesOptions,
+  type MlesPublishOptions,
+  type MlesRedisOptions
+} from 'fastify-mles'
+
+// Never run: tstyche only type-checks.
+const app = Fastify()
+
+describe('app.register(mles, options)', () => {
+  test('registers with every kind of option, or none', async () => {
+    await app.register(mles)
+    await app.register(mles, {})
+    await app.register(mles, { historyLimit: 10, key: 'k', redis: 'redis://x', v1: { port: 8077 }, historyDir: '/tmp/x' })
+    await app.register(mles, { redis: { url: 'rediss://x', keyPrefix: 'a:', leaseTtlMs: 1000, connectTimeoutMs: 100 } })
+    await app.register(mles, { v1: { port: 0, host: '127.0.0.1', addressKey: 'a', peer: 'h:8077', peerRetryMinMs: 1, peerRetryMaxMs: 2 } })
+    // Fastify's own register options sit beside ours.
+    await app.register(mles, { path: '/ws', prefix: '/p', logLevel: 'warn' })
+    await app.register(mles, () => ({ historyLimit: 1 }))
+    await app.register(namedMles, { historyLimit: 0 })
+
+    expect(app.register).type.toBeCallableWith(mles)
+    expect(app.register).type.toBeCallableWith(mles, { historyLimit: 10, key: 'k', redis: 'redis://x', v1: { port: 8077 }, historyDir: '/tmp/x' })
+    expect(app.register).type.toBeCallableWith(mles, {
+      path: '/',
+      key: 'k',
+      historyLimit: 1,
+      historyMaxBytes: 1,
+      channelIdleMs: 1,
+      maxMessageBytes: 1,
+      maxFrameBytes: 1,
+      messagesPerSecond: 1,
+      pingIntervalMs: 1,
+      maxMissedPongs: 1,
+      joinTimeoutMs: 1,
+      perIpLimit: 1,
+      perIpWindowMs: 1,
+      maxBufferedBytes: 1,
+      historyDir: '/d',
+      historyFlushMs: 1
+    })
+    expect(namedMles).type.toBe(mles)
+  })
+
+  test('MlesOptions: every field optional, as declared', () => {
+    expect<MlesOptions>().type.toBeAssignableFrom({})
+    expect<MlesOptions['historyLimit']>().type.toBe<number | undefined>()
+    expect<MlesOptions['key']>().type.toBe<string | undefined>()
+    expect<MlesOptions['redis']>().type.toBe<string | MlesRedisOptions | undefined>()
+    expect<MlesRedisOptions>().type.toBeAssignableFrom({ url: 'redis://x' })
+    expect<NonNullable<MlesOptions['v1']>>().type.toBeAssignableFrom({ port: 8077 })
+  })
+
+  test('wrong option types are refused', () => {
+    expect(app.register).type.not.toBeCallableWith(mles, { historyLimit: '5' })
+    expect(app.register).type.not.toBeCallableWith(mles, { key: 5 })
+    expect(app.register).type.not.toBeCallableWith(mles, { redis: 5 })
+    expect(app.register).type.not.toBeCallableWith(mles, { redis: { keyPrefix: 'x' } })
+    expect(app.register).type.not.toBeCallableWith(mles, { redis: { url: 'redis://x', keyprefix: 'x' } })
+    expect(app.register).type.not.toBeCallableWith(mles, { v1: {} })
+    expect(app.register).type.not.toBeCallableWith(mles, { v1: { port: '8077' } })
+    expect(app.register).type.not.toBeCallableWith(mles, { v1: { port: 8077, hots: '::' } })
+    expect(app.register).type.not.toBeCallableWith(mles, { historyLimt: 5 })
+    expect(app.register).type.not.toBeCallableWith(mles, { historyLimit: 5, historyLimt: 5 })
+    expect(app.register).type.not.toBeCallableWith(mles, { path: 1 })
+    expect(app.register).type.not.toBeCallableWith(mles, { historyDir: true })
+    expect(app.register).type.not.toBeCallableWith(mles, 'redis://x')
+
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ historyLimit: '5' })
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ key: 5 })
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ redis: 5 })
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ redis: { keyPrefix: 'x' } })
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ v1: {} })
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ historyLimt: 5 })
+    expect<MlesOptions>().type.not.toBeAssignableFrom({ path: 1 })
+  })
+
+  test('the plugin is a Fastify plugin of MlesOptions', () => {
+    expect(mles).type.toBeCallableWith(app as FastifyInstance, {}, () => {})
+    expect(mles).type.not.toBeCallableWith(app as FastifyInstance, { historyLimit: '5' }, () => {})
+  })
+})
+
+describe('app.mles', () => {
+  test('is MlesApi on every FastifyInstance, by declaration merging', () => {
+    expect(app.mles).type.toBe<MlesApi>()
+    expect<FastifyInstance['mles']>().type.toBe<MlesApi>()
+    expect<MlesApi>().type.toHaveProperty('publish')
+    expect<MlesApi>().type.not.toHaveProperty('send')
+    expect(app.mles).type.not.toHaveProperty('send')
+    expect(app.mles).type.not.toHaveProperty('hub')
+  })
+
+  test('publish(channel, data, options?)', () => {
+    expect(app.mles.publish('c', 'text')).type.toBe<void>()
+    expect(app.mles.publish('c', new Uint8Array([1]))).type.toBe<void>()
+    expect(app.mles.publish('c', new Uint8Array([1]), { binary: true })).type.toBe<void>()
+    expect(app.mles.publish('c', Buffer.from('x'), { binary: false })).type.toBe<void>()
+    expect(app.mles.publish('c', 'text', {})).type.toBe<void>()
+    expect<MlesPublishOptions>().type.toBe<{ binary?: boolean }>()
+
+    expect(app.mles.publish).type.not.toBeCallableWith(5, 'x')
+    expect(app.mles.publish).type.not.toBeCallableWith('c', 42)
+    expect(app.mles.publish).type.not.toBeCallableWith('c')
+    expect(app.mles.publish).type.not.toBeCallableWith()
+    expect(app.mles.publish).type.not.toBeCallableWith('c', 'x', { binary: 'yes' })
+    expect(app.mles.publish).type.not.toBeCallableWith('c', 'x', { binray: true })
+    expect(app.mles.publish).type.not.toBeCallableWith('c', { text: 'x' })
+    expect(app.mles.publish).type.not.toBeCallableWith('c', new ArrayBuffer(1))
+  })
+
+  test('subscribe(channel, listener) returns the unsubscribe function', () => {
+    expect(app.mles.subscribe('c', () => {})).type.toBe<() => void>()
+    app.mles.subscribe('c', (frame) => {
+      expect(frame).type.toBe<MlesFrame>()
+      expect(frame.channel).type.toBe<string>()
+      expect(frame.uid).type.toBe<string | null>()
+      expect(frame.data).type.toBe<Buffer>()
+      expect(frame.isBinary).type.toBe<boolean>()
+      expect(frame.join).type.toBe<boolean>()
+    })
+    expect<MlesFrameListener>().type.toBe<(frame: MlesFrame) => void>()
+
+    expect(app.mles.subscribe).type.not.toBeCallableWith('c')
+    expect(app.mles.subscribe).type.not.toBeCallableWith('c', 'not a function')
+    expect(app.mles.subscribe).type.not.toBeCallableWith(1, () => {})
+    expect(app.mles.subscribe).type.not.toBeCallableWith('c', (frame: string) => frame)
+  })
+
+  test('history(channel) is MlesHistoryFrame[] with Buffer data', () => {
+    expect(app.mles.history('c')).type.toBe<MlesHistoryFrame[]>()
+    expect(app.mles.history('c')[0].data).type.toBe<Buffer>()
+    expect(app.mles.history('c')[0].isBinary).type.toBe<boolean>()
+    expect(app.mles.history('c')[0].data).type.not.toBeAssignableTo<string>()
+    expect(app.mles.history).type.not.toBeCallableWith()
+    expect(app.mles.history).type.not.toBeCallableWith(1)
+  })
+
+  test('channels(), metrics(), v1Address(), close()', () => {
+    expect(app.mles.channels()).type.toBe<MlesChannelInfo[]>()
+    expect<MlesChannelInfo>().type.toBe<{ name: string, members: number, historySize: number }>()
+
+    const metrics = app.mles.metrics()
+    expect(metrics).type.toBe<MlesMetricsSnapshot>()
+    expect<MlesMetricsSnapshot[keyof MlesMetricsSnapshot]>().type.toBe<number>()
+    expect(metrics.active_connections).type.toBe<number>()
+    expect(metrics.total_messages_sent).type.toBe<number>()
+    expect(metrics.total_messages_received).type.toBe<number>()
+    expect(metrics.total_channels).type.toBe<number>()
+    expect(metrics.dropped_slow_consumers).type.toBe<number>()
+    expect(metrics.cluster_unsent_frames).type.toBe<number>()
+    expect(metrics).type.not.toHaveProperty('activeConnections')
+
+    expect(app.mles.v1Address()).type.toBe<AddressInfo | null>()
+    expect(app.mles.close()).type.toBe<Promise<void>>()
+    expect(app.mles.close).type.not.toBeCallableWith(1000)
+  })
+})
+
+describe('the other exports of fastify-mles', () => {
+  test('constants and helpers', () => {
+    expect(MLES_PROTOCOL).type.toBe<'mles-websocket'>()
+    expect(CloseCode.GOING_AWAY).type.toBe<1001>()
+    expect<CloseCode>().type.toBe<1001 | 1003 | 1008 | 1009 | 1011>()
+    expect(CloseReason.AUTH_FAILED).type.toBe<'authentication failed'>()
+    expect(computeAuth('u', 'c')).type.toBe<string>()
+    expect(computeAuth('u', 'c', 'k')).type.toBe<string>()
+    expect(computeAuth).type.not.toBeCallableWith('u')
+    expect(computeAuth).type.not.toBeCallableWith('u', 'c', 5)
+  })
+
+  test('DEFAULT_OPTIONS is read-only', () => {
+    expect(DEFAULT_OPTIONS.historyLimit).type.toBe<number>()
+    expect(DEFAULT_OPTIONS.path).type.toBe<string>()
+    expect(DEFAULT_OPTIONS).type.not.toHaveProperty('redis')
+    // @ts-expect-error Cannot assign to 'historyLimit' because it is a read-only property.
+    DEFAULT_OPTIONS.historyLimit = 5
+  })
+
+  test('MlesOptionError', () => {
+    const error = new MlesOptionError('historyLimit', 'must be an integer')
+    expect(error).type.toBeAssignableTo<Error>()
+    expect(error.option).type.toBe<string>()
+    expect(error.code).type.toBe<'FST_MLES_INVALID_OPTION'>()
+    expect(MlesOptionError).type.not.toBeConstructableWith('historyLimit')
+  })
+})
+
+describe('known weaknesses of the plugin types', () => {
+  // FAILS TODAY: one MlesFrame object is handed to every subscriber of a channel
+  // (hub.notify builds it once), yet its fields are writable: a listener that
+  // sets `frame.uid` or `frame.data` changes what the later listeners see.
+  test.skip('MlesFrame is read-only', () => {
+    expect<MlesFrame>().type.toBe<Readonly<MlesFrame>>()
+  })
+
+  // FAILS TODAY: MlesApi declares its members as function-typed properties,
+  // which promises they work detached, but they are MlesServer methods using
+  // `this`: `const { publish } = app.mles; publish('c', 'x')` compiles and
+  // throws a TypeError. Either declare them as methods with `this: MlesApi` (then
+  // this check holds) or bind them in the decorator (then drop this check).
+  test.skip('a detached app.mles method cannot be called', () => {
+    const { publish } = app.mles
+    expect(publish).type.not.toBeCallableWith('c', 'x')
+  })
+
+  // FAILS TODAY (minor): `app.mles` is writable; `app.mles = other` compiles.
+  test.skip('app.mles is read-only', () => {
+    expect<Pick<FastifyInstance, 'mles'>>().type.toBe<{ readonly mles: MlesApi }>()
+  })
+})
