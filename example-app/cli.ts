@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `mles` command: the reference server's command line (SPEC §8) on fastify-mles.
 import cluster from 'node:cluster'
+import { MlesMissingPackageError, requirePackage, type OptionalPackage } from '../src/optional.js'
 import { parseCommandLine, type ServerConfig } from './config.js'
 import { startServer, type ServerHandle } from './server.js'
 import { packageVersion } from './version.js'
@@ -12,9 +13,28 @@ if (parsed.kind === 'exit') {
   process.exit(parsed.code)
 }
 const { config } = parsed
+if (!cluster.isWorker) await checkOptionalPackages(config)
 
 if (config.workers > 1 && cluster.isPrimary) await runPrimary(config)
 else await runServer(config)
+
+/** The optional packages the given flags need: a missing one is one line and exit 2, before anything starts. */
+async function checkOptionalPackages (config: ServerConfig): Promise<void> {
+  const needed: Array<[OptionalPackage, string, boolean]> = [
+    ['ioredis', '--redis', config.redis !== undefined],
+    ['lmdb', '--history-dir', config.historyDir !== undefined],
+    ['prom-client', '--metrics-listen', config.metricsListen !== undefined]
+  ]
+  for (const [packageName, flag, used] of needed) {
+    if (!used) continue
+    try {
+      await requirePackage(packageName, flag, '')
+    } catch (error) {
+      process.stderr.write(`mles: ${(error as Error).message}\n`)
+      process.exit(error instanceof MlesMissingPackageError ? 2 : 1)
+    }
+  }
+}
 
 /** One server in this process: the whole of `mles`, or one worker of `mles --workers N`. */
 async function runServer (config: ServerConfig): Promise<void> {

@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
-import { parsePeerAddress } from '../src/v1/key.js'
+import { parsePeerAddress } from '../src/options.js'
 
 /** Let's Encrypt's directories: production (default) and staging (`--staging`). */
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory'

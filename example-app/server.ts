@@ -6,16 +6,18 @@ import { fileURLToPath } from 'node:url'
 import fastifyCompress from '@fastify/compress'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import mles, { type MlesMetricsSnapshot } from '../src/index.js'
-import { AcmeCertificates, configureAcmeTransport, FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
-import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type ServerConfig } from './config.js'
-import { metricsRegistry, REFERENCE_METRICS, startMetricsListener } from './metrics.js'
+import { requirePackage } from '../src/optional.js'
+import type { AcmeCertificates } from './acme.js'
+import { FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
+import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type AcmeTuning, type ServerConfig } from './config.js'
+import { REFERENCE_METRICS } from './metrics.js'
 import { ENCODINGS, hostDomain, registerWebRoot, type WebRootStats } from './webroot.js'
 
 export type { ServerConfig, AcmeTuning, TlsMode } from './config.js'
 export type { CertificateStatus } from './certificates.js'
 
-/** What `startServer` needs; everything but `domains` and `wwwroot` has the CLI's default. */
-export type ServerConfigInput = Partial<ServerConfig> & Pick<ServerConfig, 'domains' | 'wwwroot'>
+/** What `startServer` needs; everything but `domains` and `wwwroot` has the CLI's default, each ACME setting too. */
+export type ServerConfigInput = Partial<Omit<ServerConfig, 'acme'>> & Pick<ServerConfig, 'domains' | 'wwwroot'> & { acme?: Partial<AcmeTuning> }
 
 /** The Mles metrics plus the static file cache's counters. */
 export type ServerMetrics = MlesMetricsSnapshot & { static_compressions: number, static_cache_hits: number, static_peak_open_files: number }
@@ -124,6 +126,13 @@ function describeListenError (error: unknown, what: string, host: string, port: 
  */
 export async function startServer (input: ServerConfigInput, options: { logger?: FastifyBaseLogger } = {}): Promise<ServerHandle> {
   const config = completeConfig(input)
+  // Optional parts load before anything listens, so a missing package fails the start cleanly.
+  const acmeModule = config.tls === 'acme' ? await import('./acme.js') : null
+  let prometheus: typeof import('./prometheus.js') | null = null
+  if (config.metricsListen !== undefined) {
+    await requirePackage('prom-client', 'metricsListen (--metrics-listen)')
+    prometheus = await import('./prometheus.js')
+  }
   const loggerOption = options.logger === undefined ? { logger: { level: config.logLevel } } : { loggerInstance: options.logger }
 
   let certificates: CertificateSource | undefined
@@ -145,6 +154,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
   }
   const app = Fastify({ ...loggerOption, ...(https === undefined ? {} : { https }), return503OnClosing: true }) as unknown as FastifyInstance
   if (config.tls === 'acme') {
+    const { AcmeCertificates, configureAcmeTransport } = acmeModule as typeof import('./acme.js')
     await configureAcmeTransport(config.acmeCaFile, config.acme.requestRetries)
     acmeCertificates = new AcmeCertificates({
       domains: config.domains,
@@ -233,6 +243,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
   let metricsServer: HttpServer | undefined
   let metricsAddress: AddressInfo | undefined
   if (config.metricsListen !== undefined) {
+    const { metricsRegistry, startMetricsListener } = prometheus as typeof import('./prometheus.js')
     const registry = metricsRegistry(metrics as () => ServerMetrics & Record<string, number>)
     try {
       const started = await startMetricsListener(registry, config.metricsListen.host, config.metricsListen.port)

@@ -1,1 +1,1 @@
-export { packageVersion } from '../src/version.js'
+export { packageVersion } from '../src/manifest.js'

@@ -1,14 +1,16 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fastifyPlugin from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
+import { loadOptionalParts } from './features.js'
 import { resolveOptions, type MlesOptions } from './options.js'
-import { MlesServer, type MlesApi } from './server.js'
+import type { MlesApi } from './api.js'
+import { MlesServer } from './server.js'
 import { addUpgradeRoute } from './upgrade.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** Server-side access to the Mles channels (publish, subscribe, history, metrics). */
-    mles: MlesApi
+    readonly mles: MlesApi
   }
 }
 
@@ -29,7 +31,7 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
     })
   }
 
-  const server = new MlesServer(options, app.log)
+  const server = new MlesServer(options, app.log, await loadOptionalParts(options))
   await server.start()
   app.decorate('mles', server as MlesApi)
   addUpgradeRoute(app, server)
@@ -41,18 +43,19 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
  * The Mles v2 endpoint as a Fastify 5 plugin:
  * `await app.register(mles, { historyLimit: 200 })`.
  */
-const plugin = fastifyPlugin<MlesOptions>(mles, {
+const plugin: FastifyPluginAsync<MlesOptions> = fastifyPlugin(mles, {
   fastify: '5.x',
   name: 'fastify-mles'
 })
 
 export default plugin
 export { plugin as mles }
-export type { MlesOptions, MlesRedisOptions, ResolvedOptions } from './options.js'
+export type { MlesOptions, MlesRedisOptions, MlesV1Options, ResolvedOptions } from './options.js'
 export { MlesOptionError, DEFAULT_OPTIONS } from './options.js'
-export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './server.js'
+export { MlesMissingPackageError, type OptionalPackage } from './optional.js'
+export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './api.js'
 export type { MlesFrame, MlesFrameListener } from './hub/channel.js'
 export type { MlesMetricsSnapshot } from './metrics.js'
-export { MLES_PROTOCOL } from './upgrade.js'
+export { MLES_PROTOCOL } from './protocol/subprotocol.js'
 export { CloseCode, CloseReason } from './protocol/close.js'
 export { computeAuth } from './protocol/siphash.js'

@@ -1,5 +1,3 @@
-import { parsePeerAddress } from './v1/key.js'
-
 /** Options of `app.register(mles, options)`. Every field is optional. */
 export interface MlesOptions {
   /** URL path of the WebSocket endpoint. Plain GETs on it still reach the app's own routes. Default `'/'`. */
@@ -209,6 +207,15 @@ function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
     leaseTtlMs: integer('leaseTtlMs', 15_000, 30),
     connectTimeoutMs: integer('connectTimeoutMs', 5000, 1)
   }
+}
+
+/** Parses `HOST[:PORT]` (IPv6 in brackets); the port defaults to 8077, as in the reference (option `v1.peer`, `--v1-peer`). */
+export function parsePeerAddress (value: string): { host: string, port: number } | null {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+))(?::(\d{1,5}))?$/.exec(value)
+  if (match === null) return null
+  const port = match[3] === undefined ? 8077 : Number(match[3])
+  if (port < 1 || port > 65535) return null
+  return { host: match[1] ?? match[2], port }
 }
 
 function v1Option (value: unknown, env: Record<string, string | undefined>): ResolvedOptions['v1'] {

@@ -1,10 +1,11 @@
 import type { AddressInfo } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
-import { RedisBus } from './cluster/redis-bus.js'
-import { LmdbHistoryStore } from './history/lmdb-store.js'
+import type { RedisBus } from './cluster/redis-bus.js'
+import type { OptionalParts } from './features.js'
 import { HistoryRing } from './history/ring.js'
 import type { HistoryStore } from './history/store.js'
+import type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './api.js'
 import type { MlesFrameListener } from './hub/channel.js'
 import { Hub, type HubMember } from './hub/hub.js'
 import { Outbox } from './hub/outbox.js'
@@ -15,52 +16,11 @@ import { MlesOptionError, type ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
 import { framePayload, isBinaryFrame } from './protocol/frame.js'
 import { Session, type SessionContext } from './session.js'
-import { V1Listener, v1Translator } from './v1/listener.js'
-import { V1PeerLinks } from './v1/peer.js'
+import type { V1Listener } from './v1/listener.js'
+import type { V1PeerLinks } from './v1/peer.js'
 
 /** How long `close()` waits for clients to answer the closing handshake before cutting them off. */
 const SHUTDOWN_GRACE_MS = 2000
-
-export interface MlesHistoryFrame {
-  /** A copy of the stored payload. */
-  data: Buffer
-  isBinary: boolean
-}
-
-export interface MlesChannelInfo {
-  name: string
-  /** Connected members. */
-  members: number
-  /** Frames held in the history. */
-  historySize: number
-}
-
-export interface MlesPublishOptions {
-  /** Send as a binary frame. Default: true for a Buffer/Uint8Array, false for a string. */
-  binary?: boolean
-}
-
-/** The `app.mles` decorator: server-side access to the Mles channels of this app. */
-export interface MlesApi {
-  /**
-   * Publishes a server-originated frame: delivered to every member of `channel`
-   * and stored in its history, like a member's frame. A string is sent as text,
-   * bytes as binary (see `options.binary`).
-   */
-  publish: (channel: string, data: string | Uint8Array, options?: MlesPublishOptions) => void
-  /** Calls `listener` with every later frame of `channel`, join frames included; returns the unsubscribe function. */
-  subscribe: (channel: string, listener: MlesFrameListener) => () => void
-  /** The stored history of `channel`, oldest first; empty for an unknown channel. */
-  history: (channel: string) => MlesHistoryFrame[]
-  /** Where the v1 TCP listener (option `v1`) is bound; null without it. */
-  v1Address: () => AddressInfo | null
-  /** Every channel held, with its member count. */
-  channels: () => MlesChannelInfo[]
-  /** A snapshot of the counters. */
-  metrics: () => MlesMetricsSnapshot
-  /** Closes every connection with 1001 and stops all timers. Called by `app.close()`. */
-  close: () => Promise<void>
-}
 
 function assertChannelName (channel: unknown): asserts channel is string {
   if (typeof channel !== 'string' || channel.length === 0 || !/^[\x00-\x7f]*$/.test(channel)) {
@@ -69,11 +29,11 @@ function assertChannelName (channel: unknown): asserts channel is string {
 }
 
 /** The durable history of option `historyDir`, opened now: a directory it cannot use fails the registration. */
-function openHistoryStore (options: ResolvedOptions, log: FastifyBaseLogger): HistoryStore | null {
+function openHistoryStore (options: ResolvedOptions, parts: OptionalParts, log: FastifyBaseLogger): HistoryStore | null {
   const dir = options.historyDir
-  if (dir === undefined) return null
+  if (dir === undefined || parts.durableHistory === null) return null
   try {
-    return new LmdbHistoryStore({
+    return new parts.durableHistory.LmdbHistoryStore({
       dir,
       flushIntervalMs: options.historyFlushMs,
       channelIdleMs: options.channelIdleMs,
@@ -101,23 +61,29 @@ export class MlesServer implements MlesApi, SessionContext {
   private closing: Promise<void> | null = null
   private onDrained: (() => void) | null = null
 
+  /** `parts` holds the modules of the optional features `options` turns on (`loadOptionalParts`). */
   constructor (
     readonly options: ResolvedOptions,
-    readonly log: FastifyBaseLogger
+    readonly log: FastifyBaseLogger,
+    parts: OptionalParts
   ) {
-    this.store = openHistoryStore(options, log)
+    // `app.mles` methods work detached too (`const { publish } = app.mles`).
+    for (const method of ['publish', 'subscribe', 'history', 'v1Address', 'channels', 'metrics', 'close'] as const) {
+      Object.defineProperty(this, method, { value: this[method].bind(this), enumerable: false, writable: true, configurable: true })
+    }
+    this.store = openHistoryStore(options, parts, log)
     const redis = options.redis
-    this.cluster = redis === undefined
+    this.cluster = redis === undefined || parts.cluster === null
       ? null
-      : new RedisBus<HubMember>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
+      : new parts.cluster.RedisBus<HubMember>({ ...redis, historyLimit: options.historyLimit, channelIdleMs: options.channelIdleMs }, this.counters, log)
     const keyMode = { sharedKey: options.key, addressKey: options.v1?.addressKey }
-    const translator = options.v1 === undefined ? null : v1Translator(keyMode)
+    const translator = parts.v1 === null ? null : parts.v1.v1Translator(keyMode)
     this.hub = new Hub<HubMember>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
     }, this.store, this.cluster, translator)
-    this.peers = options.v1?.peer === undefined ? null : new V1PeerLinks(this.hub, options.v1.peer, keyMode, this.counters, log)
+    this.peers = options.v1?.peer === undefined || parts.v1Peers === null ? null : new parts.v1Peers.V1PeerLinks(this.hub, options.v1.peer, keyMode, this.counters, log)
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
-    this.v1 = options.v1 === undefined ? null : new V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster }, this.limiter, this.counters, log)
+    this.v1 = parts.v1 === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster }, this.limiter, this.counters, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
     const maintenanceMs = Math.min(60_000, Math.max(10, Math.floor(Math.min(options.channelIdleMs, options.perIpWindowMs) / 2)))

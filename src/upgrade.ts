@@ -3,10 +3,8 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { limiterKey } from './ip-limiter.js'
+import { MLES_PROTOCOL } from './protocol/subprotocol.js'
 import type { MlesServer } from './server.js'
-
-/** The WebSocket subprotocol of Mles v2 (SPEC §1). */
-export const MLES_PROTOCOL = 'mles-websocket'
 
 const STRATEGY = 'mlesWebSocketUpgrade'
 const UPGRADE = 'websocket'

@@ -6,7 +6,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { MlesClient, frameText, type MlesMessage } from './mles-client.js'
 import { MlesProxy } from './proxy.js'
 import { MlesMqttBridge } from './mqtt-bridge.js'
-import { packageVersion } from '../version.js'
+import { MlesMissingPackageError, requirePackage } from '../optional.js'
+import { packageVersion } from '../manifest.js'
 
 const wsUrl = (value: string): string => {
   if (!/^wss?:\/\/[^/]/.test(value)) throw new InvalidArgumentError('must be a ws:// or wss:// URL')
@@ -82,6 +83,11 @@ if (proxyServers.length > 0) {
     void proxy.close().then(() => process.exit(0))
   })
 } else if (flags.mqttBroker !== undefined) {
+  try {
+    await requirePackage('mqtt', '--mqtt-broker', '')
+  } catch (error) {
+    fail((error as Error).message, error instanceof MlesMissingPackageError ? 2 : 1)
+  }
   const bridge = new MlesMqttBridge({ server: flags.server as string, broker: flags.mqttBroker, ...common, reconnect: {} })
   bridge.on('error', (error) => { process.stderr.write(`${process.stderr.isTTY ? '\r\u001b[2K' : ''}mles-client: ${error.message}\n`) })
   bridge.ready.then(() => { process.stderr.write(`mles-client: bridging ${flags.server as string} channel ${flags.channel as string} <-> ${flags.mqttBroker as string}\n`) },

@@ -1,5 +1,6 @@
 /** A small typed event emitter that runs the same in Node and in browsers. */
-export class TypedEmitter<Events extends Record<string, unknown>> {
+/** `Events` maps each event name to its payload; other names do not compile. */
+export class TypedEmitter<Events extends object> {
   private readonly listeners = new Map<keyof Events, Set<(payload: never) => void>>()
 
   /** Calls `listener` for every `event`; returns a function that removes it. */

@@ -4,13 +4,15 @@
 import { computeAuth } from '../protocol/siphash.js'
 
 export { computeAuth, sipHash24Hex } from '../protocol/siphash.js'
-export { MlesClient, MLES_PROTOCOL, frameText } from './mles-client.js'
+export { MlesClient, frameText } from './mles-client.js'
+export { MLES_PROTOCOL } from '../protocol/subprotocol.js'
 export type { MlesClientOptions, MlesClientEvents, MlesClientState, MlesMessage, ReconnectOptions, WebSocketFactory, WebSocketLike } from './mles-client.js'
 export { FrameDeduplicator, frameHash } from './dedup.js'
 export { MlesProxy } from './proxy.js'
 export type { MlesProxyOptions, MlesProxyEvents } from './proxy.js'
 export { MlesMqttBridge } from './mqtt-bridge.js'
 export type { MlesMqttBridgeOptions, MlesMqttBridgeEvents } from './mqtt-bridge.js'
+export { MlesMissingPackageError } from '../optional.js'
 
 export interface JoinOptions {
   uid: string

@@ -1,9 +1,7 @@
 import { computeAuth } from '../protocol/siphash.js'
+import { MLES_PROTOCOL } from '../protocol/subprotocol.js'
 import { FrameDeduplicator, frameHash } from './dedup.js'
 import { TypedEmitter } from './emitter.js'
-
-/** The WebSocket subprotocol of Mles v2. */
-export const MLES_PROTOCOL = 'mles-websocket'
 
 /** A frame delivered to the application. */
 export interface MlesMessage {
@@ -27,11 +25,30 @@ export interface ReconnectOptions {
   maxAttempts?: number
 }
 
-/** The subset of the WebSocket API the client uses: browsers' global one and `ws` both fit. */
+/**
+ * The subset of the WebSocket API the client uses: browsers' global one and
+ * `ws` both fit. The handlers' parameters are `never` so that any
+ * implementation's own event types are accepted; the client reads only
+ * `data`, `code`, `reason`, `message` and `error` from them.
+ */
 export interface WebSocketLike {
   binaryType: string
   readonly readyState: number
   readonly protocol: string
+  onopen: ((event: never) => void) | null
+  onmessage: ((event: never) => void) | null
+  onclose: ((event: never) => void) | null
+  onerror: ((event: never) => void) | null
+  send: (data: string | Uint8Array) => void
+  close: (code?: number, reason?: string) => void
+}
+/** A WebSocket constructor, called as `new WebSocket(url, 'mles-websocket', wsOptions)`. */
+export type WebSocketFactory = new (url: string, protocols: string | string[], options?: never) => WebSocketLike
+
+/** The socket as the client's handlers see it. */
+interface ClientSocket {
+  binaryType: string
+  readonly readyState: number
   onopen: ((event: unknown) => void) | null
   onmessage: ((event: { data: unknown }) => void) | null
   onclose: ((event: { code: number, reason: string }) => void) | null
@@ -39,7 +56,7 @@ export interface WebSocketLike {
   send: (data: string | Uint8Array) => void
   close: (code?: number, reason?: string) => void
 }
-export type WebSocketFactory = new (url: string, protocols: string | string[], options?: Record<string, unknown>) => WebSocketLike
+type ClientSocketFactory = new (url: string, protocols: string, options?: Record<string, unknown>) => ClientSocket
 
 export interface MlesClientOptions {
   uid: string
@@ -66,7 +83,7 @@ export interface MlesClientOptions {
 
 export type MlesClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
-export interface MlesClientEvents extends Record<string, unknown> {
+export interface MlesClientEvents {
   /** The socket is open and the join frame sent. */
   open: { reconnect: boolean }
   message: MlesMessage
@@ -116,7 +133,7 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
   private readonly resyncLog: LoggedFrame[] | null
   private readonly resyncLimit: number
   private readonly resyncQuietMs: number
-  private socket: WebSocketLike | null = null
+  private socket: ClientSocket | null = null
   private currentState: MlesClientState = 'connecting'
   private attempts = 0
   private everOpened = false
@@ -187,7 +204,7 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
       return
     }
     if (this.currentState === 'closed') return
-    const socket = new this.factory(this.url, MLES_PROTOCOL, this.options.wsOptions)
+    const socket = new (this.factory as unknown as ClientSocketFactory)(this.url, MLES_PROTOCOL, this.options.wsOptions)
     socket.binaryType = 'arraybuffer'
     this.socket = socket
     const reconnecting = this.everOpened
@@ -283,7 +300,7 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
     this.emit('resync', { resent })
   }
 
-  private closed (socket: WebSocketLike, code: number, reason: string): void {
+  private closed (socket: ClientSocket, code: number, reason: string): void {
     if (socket !== this.socket) return
     this.socket = null
     if (this.replay?.timer != null) clearTimeout(this.replay.timer)

@@ -1,4 +1,5 @@
 import type { MqttClient } from 'mqtt'
+import { requirePackage } from '../optional.js'
 import { FrameDeduplicator, frameHash } from './dedup.js'
 import { TypedEmitter } from './emitter.js'
 import { MlesClient, type MlesClientOptions } from './mles-client.js'
@@ -14,7 +15,7 @@ export interface MlesMqttBridgeOptions extends Omit<MlesClientOptions, 'dedup'> 
   dedup?: number
 }
 
-export interface MlesMqttBridgeEvents extends Record<string, unknown> {
+export interface MlesMqttBridgeEvents {
   /** A frame crossed the bridge. */
   forward: { to: 'mqtt' | 'mles', bytes: number }
   error: Error
@@ -33,12 +34,13 @@ function mlesFrameOf (payload: Uint8Array): string | Uint8Array {
 
 /**
  * Bridges an Mles channel and an MQTT topic both ways (Node only, with the
- * `mqtt` package). One deduplicator over the frame bytes stops the echo of the
+ * `mqtt` package, an optional peer dependency: `npm install mqtt`; `ready`
+ * rejects with `MlesMissingPackageError` without it). One deduplicator over the frame bytes stops the echo of the
  * broker and loops through other bridges.
  */
 export class MlesMqttBridge extends TypedEmitter<MlesMqttBridgeEvents> {
   readonly mles: MlesClient
-  mqtt: MqttClient | null = null
+  private mqtt: MqttClient | null = null
   readonly forwarded = { toMqtt: 0, toMles: 0 }
   private readonly seen: FrameDeduplicator
   private readonly topic: string
@@ -61,6 +63,7 @@ export class MlesMqttBridge extends TypedEmitter<MlesMqttBridgeEvents> {
   }
 
   private async connectMqtt (broker: string): Promise<void> {
+    await requirePackage('mqtt', 'MlesMqttBridge')
     const { connectAsync } = await import('mqtt')
     const mqtt = await connectAsync(broker, { clientId: `mles-bridge-${this.options.uid}-${Math.random().toString(36).slice(2, 8)}`, reconnectPeriod: 1000 })
     if (this.closed) {

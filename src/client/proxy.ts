@@ -9,7 +9,7 @@ export interface MlesProxyOptions extends Omit<MlesClientOptions, 'resync' | 'de
   dedup?: number
 }
 
-export interface MlesProxyEvents extends Record<string, unknown> {
+export interface MlesProxyEvents {
   /** A frame seen on server `from` was published on server `to`. */
   forward: { from: number, to: number, message: MlesMessage }
   /** State of the link to one server. */

@@ -15,17 +15,18 @@ export interface ChannelMember {
 
 /** A frame of a channel as server-side subscribers see it. */
 export interface MlesFrame {
-  channel: string
+  readonly channel: string
   /** The sender's uid; `null` for a frame published with `app.mles.publish`. */
-  uid: string | null
+  readonly uid: string | null
   /** The payload. Shared with the history and other subscribers: read it, do not modify it. */
-  data: Buffer
-  isBinary: boolean
+  readonly data: Buffer
+  readonly isBinary: boolean
   /** True for a join frame: stored in the history, never sent to current members (SPEC §2). */
-  join: boolean
+  readonly join: boolean
 }
 
-export type MlesFrameListener = (frame: MlesFrame) => void
+/** Called with every frame of a subscribed channel; a throw or a rejected promise is logged, nothing else is disturbed. */
+export type MlesFrameListener = (frame: MlesFrame) => void | Promise<void>
 
 /** Members past which uid lookups use a Map instead of scanning. */
 const UID_INDEX_THRESHOLD = 16

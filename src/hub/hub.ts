@@ -360,7 +360,8 @@ export class Hub<M extends HubMember> {
     const frame: MlesFrame = { channel: channel.name, uid, data: framePayload(wire), isBinary: isBinaryFrame(wire), join }
     for (let i = 0; i < listeners.length; i++) {
       try {
-        listeners[i](frame)
+        const done = listeners[i](frame)
+        if (done instanceof Promise) done.catch(this.onListenerError)
       } catch (error) {
         this.onListenerError(error)
       }

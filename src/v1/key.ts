@@ -62,12 +62,3 @@ export function keyStrings (mode: V1KeyMode, address: string, uid: string, chann
   if (mode.addressKey !== undefined && mode.addressKey !== '') return [address, mode.addressKey, uid, channel]
   return [address, uid, channel]
 }
-
-/** Parses `HOST[:PORT]` (IPv6 in brackets); the port defaults to 8077, as in the reference. */
-export function parsePeerAddress (value: string): { host: string, port: number } | null {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+))(?::(\d{1,5}))?$/.exec(value)
-  if (match === null) return null
-  const port = match[3] === undefined ? 8077 : Number(match[3])
-  if (port < 1 || port > 65535) return null
-  return { host: match[1] ?? match[2], port }
-}

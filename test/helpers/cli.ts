@@ -26,13 +26,21 @@ export function runClientCli (args: string[], env: Record<string, string> = {}, 
 }
 
 function runScript (script: string, args: string[], env: Record<string, string>, stdin: 'pipe' | 'ignore'): RunningCli {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env: { ...process.env, ...env }, stdio: [stdin, 'pipe', 'pipe'] })
+  return runCommand(process.execPath, ['--import', 'tsx', script, ...args], { env, stdin })
+}
+
+/** Runs any command (e.g. an installed package's `mles` through npx) in `cwd`; killed with its children after the file's tests. */
+export function runCommand (command: string, args: string[], options: { cwd?: string, env?: Record<string, string>, stdin?: 'pipe' | 'ignore' } = {}): RunningCli {
+  const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: [options.stdin ?? 'pipe', 'pipe', 'pipe'], detached: true })
   let out = ''
   let err = ''
   child.stdout?.on('data', (chunk: Buffer) => { out += chunk.toString() })
   child.stderr?.on('data', (chunk: Buffer) => { err += chunk.toString() })
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => { resolve(code) }))
-  after(() => { if (child.exitCode === null) child.kill('SIGKILL') })
+  after(() => {
+    if (child.exitCode !== null || child.pid === undefined) return
+    try { process.kill(-child.pid, 'SIGKILL') } catch {}
+  })
   const waitFor = async (pattern: RegExp, timeoutMs = 10_000): Promise<RegExpExecArray> => {
     const deadline = Date.now() + timeoutMs
     for (;;) {

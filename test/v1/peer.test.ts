@@ -4,7 +4,7 @@ import { TestClient } from '../helpers/client.js'
 import { sleep, startMles, waitFor, waitForMembers, type RunningServer } from '../helpers/server.js'
 import { V1TestClient } from '../helpers/v1-client.js'
 import { computeAuth, type MlesOptions } from '../../src/index.js'
-import { parsePeerAddress } from '../../src/v1/key.js'
+import { parsePeerAddress } from '../../src/options.js'
 
 const KEY = 'k'
 

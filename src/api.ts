@@ -1,0 +1,47 @@
+import type { AddressInfo } from 'node:net'
+import type { MlesFrameListener } from './hub/channel.js'
+import type { MlesMetricsSnapshot } from './metrics.js'
+
+// The public types of `app.mles`, apart from the server that implements them,
+// so the published declarations reach no optional package's types.
+
+export interface MlesHistoryFrame {
+  /** A copy of the stored payload. */
+  data: Buffer
+  isBinary: boolean
+}
+
+export interface MlesChannelInfo {
+  name: string
+  /** Connected members. */
+  members: number
+  /** Frames held in the history. */
+  historySize: number
+}
+
+export interface MlesPublishOptions {
+  /** Send as a binary frame. Default: true for a Buffer/Uint8Array, false for a string. */
+  binary?: boolean
+}
+
+/** The `app.mles` decorator: server-side access to the Mles channels of this app. */
+export interface MlesApi {
+  /**
+   * Publishes a server-originated frame: delivered to every member of `channel`
+   * and stored in its history, like a member's frame. A string is sent as text,
+   * bytes as binary (see `options.binary`).
+   */
+  publish: (channel: string, data: string | Uint8Array, options?: MlesPublishOptions) => void
+  /** Calls `listener` with every later frame of `channel`, join frames included; returns the unsubscribe function. */
+  subscribe: (channel: string, listener: MlesFrameListener) => () => void
+  /** The stored history of `channel`, oldest first; empty for an unknown channel. */
+  history: (channel: string) => MlesHistoryFrame[]
+  /** Where the v1 TCP listener (option `v1`) is bound; null without it. */
+  v1Address: () => AddressInfo | null
+  /** Every channel held, with its member count. */
+  channels: () => MlesChannelInfo[]
+  /** A snapshot of the counters. */
+  metrics: () => MlesMetricsSnapshot
+  /** Closes every connection with 1001 and stops all timers. Called by `app.close()`. */
+  close: () => Promise<void>
+}
