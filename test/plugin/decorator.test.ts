@@ -92,6 +92,37 @@ test('a throwing listener disturbs neither fan-out nor other listeners', async (
   await app.close()
 })
 
+test('an async listener that rejects is caught like a throwing one: no unhandled rejection', async () => {
+  const { app } = await startMles()
+  const unhandled: unknown[] = []
+  const onUnhandled = (reason: unknown): void => { unhandled.push(reason) }
+  process.on('unhandledRejection', onUnhandled)
+  try {
+    const seen: string[] = []
+    app.mles.subscribe('c', async () => { throw new Error('async listener bug') })
+    app.mles.subscribe('c', (frame) => { seen.push(frame.data.toString()) })
+    app.mles.publish('c', 'one')
+    app.mles.publish('c', 'two')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    assert.deepEqual(seen, ['one', 'two'])
+    assert.deepEqual(unhandled, [])
+  } finally {
+    process.off('unhandledRejection', onUnhandled)
+    await app.close()
+  }
+})
+
+test('app.mles methods work detached', async () => {
+  const { app } = await startMles()
+  const { publish, history, channels, metrics, close } = app.mles
+  publish('c', 'detached')
+  assert.equal(history('c')[0]?.data.toString(), 'detached')
+  assert.equal(channels()[0]?.name, 'c')
+  assert.equal(typeof metrics().active_connections, 'number')
+  await close()
+  await app.close()
+})
+
 test('a subscriber keeps its channel from expiring', async () => {
   const { app } = await startMles({ channelIdleMs: 50 })
   const unsubscribe = app.mles.subscribe('watched', () => {})

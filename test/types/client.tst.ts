@@ -198,29 +198,17 @@ describe('the other client exports', () => {
   })
 })
 
-describe('known weaknesses of the client types', () => {
-  // FAILS TODAY: the event maps extend Record<string, unknown>, so `keyof Events`
-  // is `string` and any event name is accepted (a misspelt event compiles and its
-  // listener is silently never called; its payload is `unknown`).
-  test.skip('unknown event names are refused', () => {
+describe('events and WebSocket implementations', () => {
+  // The event maps are closed: a misspelt event would otherwise compile and its listener never run.
+  test('unknown event names are refused', () => {
     expect(client.on).type.not.toBeCallableWith('mesage', () => {})
     expect(client.on).type.not.toBeCallableWith(1, () => {})
     expect(client.once).type.not.toBeCallableWith('opened', () => {})
     expect(new MlesProxy({ servers: ['a', 'b'], uid: 'p', channel: 'c' }).on).type.not.toBeCallableWith('forwarded', () => {})
   })
 
-  test('what the index signature lets through today', () => {
-    // Remove this test (and un-skip the one above) once the event maps are closed.
-    expect(client.on).type.toBeCallableWith('mesage', () => {})
-  })
-
-  // FAILS TODAY: `ws`'s WebSocket class does not fit `WebSocketFactory`, although
-  // the docs say `ws` fits `WebSocketLike`: ws has a `new (address: null)`
-  // overload, and its handler properties take an `Event`/`MessageEvent`, not the
-  // `unknown`/`{ data: unknown }` of `WebSocketLike`, so under strictFunctionTypes
-  // `new MlesClient(url, { uid, channel, WebSocket })` with `import WebSocket from 'ws'`
-  // does not compile.
-  test.skip('the WebSocket option takes ws', () => {
+  // ws's handlers take its own Event types; WebSocketLike's `never` parameters accept them.
+  test('the WebSocket option takes ws', () => {
     expect(WebSocket).type.toBeAssignableTo<WebSocketFactory>()
     expect(new WebSocket(url)).type.toBeAssignableTo<WebSocketLike>()
     expect(MlesClient).type.toBeConstructableWith(url, { uid: 'u', channel: 'c', WebSocket })

@@ -2,7 +2,7 @@
 // tstyche (`npm run test:types`) against the built declarations in dist/:
 // the package is imported by name, as a user would.
 import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify'
 import { describe, expect, test } from 'tstyche'
 import mles, {
   CloseCode,
@@ -20,7 +20,10 @@ import mles, {
   type MlesMetricsSnapshot,
   type MlesOptions,
   type MlesPublishOptions,
-  type MlesRedisOptions
+  type MlesRedisOptions,
+  MlesMissingPackageError,
+  type MlesV1Options,
+  type OptionalPackage
 } from 'fastify-mles'
 
 // Never run: tstyche only type-checks.
@@ -95,8 +98,9 @@ describe('app.register(mles, options)', () => {
   })
 
   test('the plugin is a Fastify plugin of MlesOptions', () => {
-    expect(mles).type.toBeCallableWith(app as FastifyInstance, {}, () => {})
-    expect(mles).type.not.toBeCallableWith(app as FastifyInstance, { historyLimit: '5' }, () => {})
+    expect(mles).type.toBe<FastifyPluginAsync<MlesOptions>>()
+    expect(mles).type.toBeCallableWith(app as FastifyInstance, {})
+    expect(mles).type.not.toBeCallableWith(app as FastifyInstance, { historyLimit: '5' })
   })
 })
 
@@ -138,7 +142,7 @@ describe('app.mles', () => {
       expect(frame.isBinary).type.toBe<boolean>()
       expect(frame.join).type.toBe<boolean>()
     })
-    expect<MlesFrameListener>().type.toBe<(frame: MlesFrame) => void>()
+    expect<MlesFrameListener>().type.toBe<(frame: MlesFrame) => void | Promise<void>>()
 
     expect(app.mles.subscribe).type.not.toBeCallableWith('c')
     expect(app.mles.subscribe).type.not.toBeCallableWith('c', 'not a function')
@@ -205,26 +209,38 @@ describe('the other exports of fastify-mles', () => {
   })
 })
 
-describe('known weaknesses of the plugin types', () => {
-  // FAILS TODAY: one MlesFrame object is handed to every subscriber of a channel
-  // (hub.notify builds it once), yet its fields are writable: a listener that
-  // sets `frame.uid` or `frame.data` changes what the later listeners see.
-  test.skip('MlesFrame is read-only', () => {
+describe('what the types keep safe', () => {
+  // One MlesFrame object is handed to every subscriber of a channel, so its fields are read-only.
+  test('MlesFrame is read-only', () => {
     expect<MlesFrame>().type.toBe<Readonly<MlesFrame>>()
   })
 
-  // FAILS TODAY: MlesApi declares its members as function-typed properties,
-  // which promises they work detached, but they are MlesServer methods using
-  // `this`: `const { publish } = app.mles; publish('c', 'x')` compiles and
-  // throws a TypeError. Either declare them as methods with `this: MlesApi` (then
-  // this check holds) or bind them in the decorator (then drop this check).
-  test.skip('a detached app.mles method cannot be called', () => {
+  // MlesApi's members are function properties, and the server binds them, so they work detached
+  // (test/plugin/decorator.test.ts runs that).
+  test('a detached app.mles method keeps its signature', () => {
     const { publish } = app.mles
-    expect(publish).type.not.toBeCallableWith('c', 'x')
+    expect(publish).type.toBeCallableWith('c', 'x')
+    expect(publish).type.not.toBeCallableWith('c', 42)
   })
 
-  // FAILS TODAY (minor): `app.mles` is writable; `app.mles = other` compiles.
-  test.skip('app.mles is read-only', () => {
+  test('app.mles is read-only', () => {
     expect<Pick<FastifyInstance, 'mles'>>().type.toBe<{ readonly mles: MlesApi }>()
+  })
+})
+
+describe('optional packages and the v1 options', () => {
+  test('MlesMissingPackageError names an optional package', () => {
+    const error = new MlesMissingPackageError('ioredis', 'option "redis"')
+    expect(error).type.toBeAssignableTo<Error>()
+    expect(error.packageName).type.toBe<OptionalPackage>()
+    expect(error.install).type.toBe<string>()
+    expect(error.code).type.toBe<'FST_MLES_MISSING_PACKAGE'>()
+    expect<OptionalPackage>().type.toBe<'ioredis' | 'lmdb' | 'prom-client' | 'mqtt'>()
+    expect(MlesMissingPackageError).type.not.toBeConstructableWith('redis', 'option "redis"')
+  })
+
+  test('MlesV1Options is the type of option v1', () => {
+    expect<MlesOptions['v1']>().type.toBe<MlesV1Options | undefined>()
+    expect<MlesV1Options>().type.not.toBeAssignableFrom({ host: '::' })
   })
 })

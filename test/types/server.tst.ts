@@ -88,11 +88,8 @@ describe('the other server exports', () => {
     expect(CLIENT_BUNDLE_PATH).type.toBe<'/_mles/client.js'>()
   })
 
-  // FAILS TODAY: `ServerConfigInput` is a shallow Partial, so `acme` must be a
-  // whole AcmeTuning although completeConfig merges it over DEFAULT_ACME_TUNING
-  // (`{ ...DEFAULT_ACME_TUNING, ...input.acme }`): a partial tuning is valid at
-  // run time but does not compile.
-  test.skip('acme tuning may be partial', () => {
+  // completeConfig merges `acme` over DEFAULT_ACME_TUNING, so a partial tuning compiles.
+  test('acme tuning may be partial', () => {
     expect(startServer).type.toBeCallableWith({ domains: ['x'], wwwroot: 'w', acme: { renewBeforeDays: 10 } })
   })
 })
