@@ -1,5 +1,6 @@
 // npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W3] [--systems a,b] [--readme]
 // npm run bench -- --render [--readme]
+// npm run bench -- --startup [--runs N] [--readme]   (bench/startup.ts)
 //
 // Starts each server fresh for every measurement on one core and the load
 // generator on another (taskset), runs the workloads, and reports medians of
@@ -31,7 +32,8 @@ const { values: args } = parseArgs({
     workloads: { type: 'string' },
     systems: { type: 'string' },
     readme: { type: 'boolean', default: false },
-    render: { type: 'boolean', default: false }
+    render: { type: 'boolean', default: false },
+    startup: { type: 'boolean', default: false }
   }
 })
 
@@ -56,6 +58,17 @@ function performancePageParts (): { before: string, after: string } {
   if (missing.length > 0) fail(`--readme: ${performancePageName} lacks the marker line ${missing.join(' and ')}; the results go between ${START} and ${END}`)
   if (end < start) fail(`--readme: in ${performancePageName}, ${END} comes before ${START}`)
   return { before: text.slice(0, start + START.length), after: text.slice(end) }
+}
+
+// The start-up cost of the plugin: its own measurement, nothing of the workloads.
+if (args.startup === true) {
+  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  if (other.length > 0) fail(`--startup takes only --runs and --readme, not ${other.map((name) => `--${name}`).join(', ')}`)
+  const startupRuns = args.runs === undefined ? 15 : Number(args.runs)
+  if (!Number.isInteger(startupRuns) || startupRuns < 1 || startupRuns > 100) fail('--runs must be an integer from 1 to 100')
+  const { runStartup } = await import('./startup.js')
+  runStartup({ projectRoot, runs: startupRuns, readme: args.readme === true })
+  process.exit(0)
 }
 
 // Re-publishing saved results needs nothing but the saved file: no servers, peers or pinning.
