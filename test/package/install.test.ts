@@ -134,6 +134,77 @@ test('a Fastify app registers the plugin from the installed package; two WebSock
   server.child.kill()
 })
 
+/**
+ * A module preloaded with `--import`: records every package the process loads, as ES
+ * module (a resolve hook, which runs on the loader thread) or through require, and
+ * writes their names to `LOADED_FILE` at exit.
+ */
+const LOAD_TRACE = `
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs'
+import { createRequire, register } from 'node:module'
+const file = process.env.LOADED_FILE
+writeFileSync(file + '.esm', '')
+register('data:text/javascript,' + encodeURIComponent(\`
+import { appendFileSync } from 'node:fs'
+let file
+export function initialize (data) { file = data.file }
+export async function resolve (specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(file, resolved.url + '\\\\n')
+  return resolved
+}\`), { data: { file: file + '.esm' } })
+// A signal ends a process without 'exit'; the plain app has no handler of its own.
+process.once('SIGTERM', () => { if (process.listenerCount('SIGTERM') === 0) process.exit(0) })
+process.on('exit', () => {
+  const urls = [...readFileSync(file + '.esm', 'utf8').split('\\n'), ...Object.keys(createRequire(import.meta.url).cache)]
+  const names = new Set()
+  for (const url of urls) {
+    const match = /node_modules\\/((?:@[^/]+\\/)?[^/]+)\\/(?!.*node_modules)/.exec(url)
+    if (match !== null) names.add(match[1])
+  }
+  writeFileSync(file, [...names].sort().join('\\n'))
+})
+`
+
+/** The packages a process of the app folder loaded, traced by LOAD_TRACE. */
+async function loadedPackages (args: string[], stop: (process: RunningCli) => Promise<void>): Promise<Set<string>> {
+  writeFileSync(join(app, 'load-trace.mjs'), LOAD_TRACE)
+  const file = join(work, `loaded-${Math.random().toString(36).slice(2)}`)
+  const traced = runCommand(process.execPath, ['--import', './load-trace.mjs', ...args], { cwd: app, stdin: 'ignore', env: { LOADED_FILE: file, MLES_LOG_LEVEL: 'warn' } })
+  await stop(traced)
+  await traced.exited
+  assert.ok(existsSync(file), `no trace written: ${traced.stderr()}`)
+  return new Set(readFileSync(file, 'utf8').split('\n').filter((name) => name !== ''))
+}
+
+/** Packages of features a plain start must not load. */
+const FEATURE_PACKAGES = ['acme-client', 'cbor', 'ioredis', 'lmdb', 'prom-client', 'mqtt']
+const COMMAND_PACKAGES = ['@fastify/static', '@fastify/compress', '@fastify/accept-negotiator', 'commander', 'lru-cache', 'p-limit']
+
+test('the plugin alone loads none of the optional features, nor the command\'s packages; each feature loads its own when configured', async () => {
+  writeFileSync(join(app, 'plugin-app.mjs'), PLUGIN_APP)
+  const untilListening = async (traced: RunningCli): Promise<void> => {
+    await traced.waitFor(/listening (\d+)/, 20_000)
+    traced.child.kill('SIGTERM')
+  }
+  const plain = await loadedPackages(['plugin-app.mjs'], untilListening)
+  assert.ok(plain.has('fastify-mles') && plain.has('@fastify/websocket') && plain.has('ws'), [...plain].join(' '))
+  for (const name of [...FEATURE_PACKAGES, ...COMMAND_PACKAGES]) assert.ok(!plain.has(name), `the plugin alone loaded ${name}`)
+  // The trace sees a lazily loaded package, or this test could not fail.
+  const withV1 = await loadedPackages(['plugin-app.mjs', JSON.stringify({ v1: { port: 0, host: '127.0.0.1' } })], untilListening)
+  assert.ok(withV1.has('cbor'), 'option v1 did not load cbor')
+
+  const www = join(app, 'node_modules', manifest.name, 'example-app', 'www')
+  const mles = join(app, 'node_modules', manifest.name, 'dist', 'example-app', 'cli.js')
+  const serving = async (traced: RunningCli): Promise<void> => {
+    await traced.waitFor(/serving http/, 20_000)
+    traced.child.kill('SIGTERM')
+  }
+  const command = await loadedPackages([mles, '--no-tls', '--host', '127.0.0.1', '--port', '0', '--domains', 'localhost', '--wwwroot', www], serving)
+  assert.ok(command.has('@fastify/static') && command.has('commander'), [...command].join(' '))
+  for (const name of FEATURE_PACKAGES) assert.ok(!command.has(name), `mles --no-tls loaded ${name}`)
+})
+
 test('npx mles --no-tls serves the demo page, the browser bundle and the Mles endpoint', async () => {
   const www = join(app, 'node_modules', manifest.name, 'example-app', 'www')
   // The command as npm links it; signals reach it directly (npx would die of SIGTERM instead of passing it on).
