@@ -4,7 +4,7 @@ import fastifyWebsocket from '@fastify/websocket'
 import { loadOptionalParts } from './features.js'
 import { resolveOptions, type MlesOptions } from './options.js'
 import type { MlesApi } from './api.js'
-import { MlesServer } from './server.js'
+import { MlesEndpoint } from './endpoint.js'
 import { addUpgradeRoute } from './upgrade.js'
 
 declare module 'fastify' {
@@ -31,7 +31,7 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
     })
   }
 
-  const server = new MlesServer(options, app.log, await loadOptionalParts(options))
+  const server = new MlesEndpoint(options, app.log, await loadOptionalParts(options))
   await server.start()
   app.decorate('mles', server as MlesApi)
   addUpgradeRoute(app, server)

@@ -4,7 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { limiterKey } from './ip-limiter.js'
 import { MLES_PROTOCOL } from './protocol/subprotocol.js'
-import type { MlesServer } from './server.js'
+import type { MlesEndpoint } from './endpoint.js'
 
 const STRATEGY = 'mlesWebSocketUpgrade'
 const UPGRADE = 'websocket'
@@ -83,7 +83,7 @@ function refuse (reply: FastifyReply, statusCode: number, error: string, message
 }
 
 /** Adds the upgrade route: gate (shutdown, per-IP limit, subprotocol), then hand the socket to the server. */
-export function addUpgradeRoute (app: FastifyInstance, server: MlesServer): void {
+export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): void {
   if (!app.hasConstraintStrategy(STRATEGY)) app.addConstraintStrategy(upgradeStrategy)
   selectMlesProtocol(app.websocketServer)
   const { perIpLimit, perIpWindowMs } = server.options

@@ -1,12 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import type { MlesServer } from '../src/server.js'
+import type { MlesEndpoint } from '../src/endpoint.js'
 import { startMles, waitForMembers } from './helpers/server.js'
 import { TestClient } from './helpers/client.js'
 
 test('a bug that throws while handling a frame closes that connection with 1011, nothing else', async () => {
   const { app, url } = await startMles()
-  const server = app.mles as unknown as MlesServer
+  const server = app.mles as unknown as MlesEndpoint
   const a = await TestClient.join(url, { uid: 'a', channel: 'c' })
   await waitForMembers(app, 'c', 1)
   const b = await TestClient.join(url, { uid: 'b', channel: 'c' })

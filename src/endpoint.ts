@@ -46,7 +46,7 @@ function openHistoryStore (options: ResolvedOptions, parts: OptionalParts, log: 
 }
 
 /** One Mles endpoint: owns the hub, the connections, the counters and the timers. */
-export class MlesServer implements MlesApi, SessionContext {
+export class MlesEndpoint implements MlesApi, SessionContext {
   readonly counters = new Metrics()
   readonly hub: Hub<HubMember>
   readonly limiter: PerIpLimiter
