@@ -127,7 +127,7 @@ function describeListenError (error: unknown, what: string, host: string, port: 
 export async function startServer (input: ServerConfigInput, options: { logger?: FastifyBaseLogger } = {}): Promise<ServerHandle> {
   const config = completeConfig(input)
   // Optional parts load before anything listens, so a missing package fails the start cleanly.
-  const acmeModule = config.tls === 'acme' ? await import('./acme.js') : null
+  const acme = config.tls === 'acme' ? await import('./acme.js') : null
   let prometheus: typeof import('./prometheus.js') | null = null
   if (config.metricsListen !== undefined) {
     await requirePackage('prom-client', 'metricsListen (--metrics-listen)')
@@ -153,8 +153,8 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     }
   }
   const app = Fastify({ ...loggerOption, ...(https === undefined ? {} : { https }), return503OnClosing: true }) as unknown as FastifyInstance
-  if (config.tls === 'acme') {
-    const { AcmeCertificates, configureAcmeTransport } = acmeModule as typeof import('./acme.js')
+  if (acme !== null) {
+    const { AcmeCertificates, configureAcmeTransport } = acme
     await configureAcmeTransport(config.acmeCaFile, config.acme.requestRetries)
     acmeCertificates = new AcmeCertificates({
       domains: config.domains,
@@ -242,8 +242,8 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
 
   let metricsServer: HttpServer | undefined
   let metricsAddress: AddressInfo | undefined
-  if (config.metricsListen !== undefined) {
-    const { metricsRegistry, startMetricsListener } = prometheus as typeof import('./prometheus.js')
+  if (config.metricsListen !== undefined && prometheus !== null) {
+    const { metricsRegistry, startMetricsListener } = prometheus
     const registry = metricsRegistry(metrics as () => ServerMetrics & Record<string, number>)
     try {
       const started = await startMetricsListener(registry, config.metricsListen.host, config.metricsListen.port)
