@@ -24,6 +24,21 @@ export interface MlesPublishOptions {
   binary?: boolean
 }
 
+/** A member entering (`join`) or leaving (`leave`) a channel of this node. */
+export interface MlesMemberEvent {
+  readonly channel: string
+  readonly uid: string
+  /** The member's address as Fastify sees it (`request.ip`, so `trustProxy` applies); a v1 client's TCP peer. */
+  readonly ip: string
+  /** The `Origin` header of its upgrade; null for non-browser and v1 clients. */
+  readonly origin: string | null
+}
+
+export type MlesMemberEventName = 'join' | 'leave'
+
+/** Called with each join or leave; a throw or a rejected promise is logged, nothing else is disturbed. */
+export type MlesMemberListener = (event: MlesMemberEvent) => void | Promise<void>
+
 /** The `app.mles` decorator: server-side access to the Mles channels of this app. */
 export interface MlesApi {
   /**
@@ -38,6 +53,18 @@ export interface MlesApi {
   history: (channel: string) => MlesHistoryFrame[]
   /** Where the v1 TCP listener (option `v1`) is bound; null without it. */
   v1Address: () => AddressInfo | null
+  /**
+   * Calls `listener` when a member of this node has entered a channel (after
+   * its history replay) or left it. Returns the function that removes it.
+   */
+  on: (event: MlesMemberEventName, listener: MlesMemberListener) => () => void
+  /** Removes a listener added with `on`. */
+  off: (event: MlesMemberEventName, listener: MlesMemberListener) => void
+  /**
+   * The uids connected to `channel` now, sorted; with `redis`, on every node
+   * of the cluster (read from Redis; this node's alone while Redis is away).
+   */
+  members: (channel: string) => Promise<string[]>
   /** Every channel held, with its member count. */
   channels: () => MlesChannelInfo[]
   /** A snapshot of the counters. */

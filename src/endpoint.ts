@@ -5,11 +5,13 @@ import type { RedisBus } from './cluster/redis-bus.js'
 import type { OptionalParts } from './features.js'
 import { HistoryRing } from './history/ring.js'
 import type { HistoryStore } from './history/store.js'
-import type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './api.js'
+import type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesMemberEventName, MlesMemberListener, MlesPublishOptions } from './api.js'
 import type { MlesFrameListener } from './hub/channel.js'
 import { Hub, type HubMember } from './hub/hub.js'
 import { Outbox } from './hub/outbox.js'
+import type { FastifyRequest } from 'fastify'
 import { PerIpLimiter } from './ip-limiter.js'
+import { Presence, type PresentMember } from './presence.js'
 import { KeepAlive } from './keepalive.js'
 import { Metrics, type MlesMetricsSnapshot } from './metrics.js'
 import { MlesOptionError, type ResolvedOptions } from './options.js'
@@ -26,6 +28,10 @@ function assertChannelName (channel: unknown): asserts channel is string {
   if (typeof channel !== 'string' || channel.length === 0 || !/^[\x00-\x7f]*$/.test(channel)) {
     throw new TypeError('fastify-mles: channel must be a non-empty ASCII string')
   }
+}
+
+function assertEventName (event: unknown): asserts event is MlesMemberEventName {
+  if (event !== 'join' && event !== 'leave') throw new TypeError(`fastify-mles: no event ${JSON.stringify(event)}; the events are 'join' and 'leave'`)
 }
 
 /** The durable history of option `historyDir`, opened now: a directory it cannot use fails the registration. */
@@ -51,6 +57,7 @@ export class MlesEndpoint implements MlesApi, SessionContext {
   readonly hub: Hub<HubMember>
   readonly limiter: PerIpLimiter
   readonly cluster: RedisBus<HubMember> | null
+  private readonly presence: Presence
   private readonly v1: V1Listener | null
   private readonly peers: V1PeerLinks | null
   private readonly outbox = new Outbox()
@@ -68,9 +75,10 @@ export class MlesEndpoint implements MlesApi, SessionContext {
     parts: OptionalParts
   ) {
     // `app.mles` methods work detached too (`const { publish } = app.mles`).
-    for (const method of ['publish', 'subscribe', 'history', 'v1Address', 'channels', 'metrics', 'close'] as const) {
+    for (const method of ['publish', 'subscribe', 'history', 'on', 'off', 'members', 'v1Address', 'channels', 'metrics', 'close'] as const) {
       Object.defineProperty(this, method, { value: this[method].bind(this), enumerable: false, writable: true, configurable: true })
     }
+    this.presence = new Presence(log)
     this.store = openHistoryStore(options, parts, log)
     const redis = options.redis
     this.cluster = redis === undefined || parts.cluster === null
@@ -83,7 +91,7 @@ export class MlesEndpoint implements MlesApi, SessionContext {
     }, this.store, this.cluster, translator)
     this.peers = options.v1?.peer === undefined || parts.v1Peers === null ? null : new parts.v1Peers.V1PeerLinks(this.hub, options.v1.peer, keyMode, this.counters, log)
     this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
-    this.v1 = parts.v1 === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster }, this.limiter, this.counters, log)
+    this.v1 = parts.v1 === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster, memberJoined: this.memberJoined, memberLeft: this.memberLeft }, this.limiter, this.counters, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
     const maintenanceMs = Math.min(60_000, Math.max(10, Math.floor(Math.min(options.channelIdleMs, options.perIpWindowMs) / 2)))
@@ -121,14 +129,41 @@ export class MlesEndpoint implements MlesApi, SessionContext {
     return this.closing !== null
   }
 
-  /** Takes over an upgraded connection. */
-  accept (ws: WebSocket): void {
+  /** Takes over an upgraded connection; `request` is its upgrade, kept until the join is decided. */
+  accept (ws: WebSocket, request: FastifyRequest): void {
     if (this.closing !== null) {
       ws.on('error', () => {})
       ws.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
       return
     }
-    this.sessions.add(new Session(ws, this))
+    this.sessions.add(new Session(ws, this, request))
+  }
+
+  readonly memberJoined = (member: PresentMember): void => { this.presence.joined(member) }
+  readonly memberLeft = (member: PresentMember): void => { this.presence.left(member) }
+
+  on (event: MlesMemberEventName, listener: MlesMemberListener): () => void {
+    assertEventName(event)
+    if (typeof listener !== 'function') throw new TypeError('fastify-mles: listener must be a function')
+    return this.presence.on(event, listener)
+  }
+
+  off (event: MlesMemberEventName, listener: MlesMemberListener): void {
+    assertEventName(event)
+    this.presence.off(event, listener)
+  }
+
+  async members (channel: string): Promise<string[]> {
+    assertChannelName(channel)
+    const uids = new Set<string>()
+    for (const member of this.hub.channel(channel)?.members ?? []) {
+      // v1 peer links are members without a uid of their own (it starts with NUL).
+      if (member.isOpen() && !member.uid.startsWith('\u0000')) uids.add(member.uid)
+    }
+    if (this.cluster !== null) {
+      for (const uid of await this.cluster.members(channel)) uids.add(uid)
+    }
+    return [...uids].sort()
   }
 
   sessionClosed (session: Session): void {

@@ -16,6 +16,9 @@ declare module 'fastify' {
 
 async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<void> {
   const options = resolveOptions(rawOptions)
+  if (options.authorize !== undefined && rawOptions.allowedOrigins === undefined) {
+    app.log.warn('fastify-mles: authorize is set but allowedOrigins is not, so a page of any other site can open a channel with your visitors\' cookies; set allowedOrigins to your site\'s origins (or [\'*\'] to allow any)')
+  }
 
   // Share @fastify/websocket when the app already has it (its ws options then apply); otherwise bring it with ours.
   if (!app.hasDecorator('websocketServer')) {
@@ -50,10 +53,10 @@ const plugin: FastifyPluginAsync<MlesOptions> = fastifyPlugin(mles, {
 
 export default plugin
 export { plugin as mles }
-export type { MlesOptions, MlesRedisOptions, MlesV1Options, ResolvedOptions } from './options.js'
+export type { MlesOptions, MlesRedisOptions, MlesV1Options, ResolvedOptions, MlesAuthorize, MlesAuthorization, MlesJoinRequest, MlesOriginCheck, MlesHttpApiOptions } from './options.js'
 export { MlesOptionError, DEFAULT_OPTIONS } from './options.js'
 export { MlesMissingPackageError, type OptionalPackage } from './optional.js'
-export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions } from './api.js'
+export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions, MlesMemberEvent, MlesMemberEventName, MlesMemberListener } from './api.js'
 export type { MlesFrame, MlesFrameListener } from './hub/channel.js'
 export type { MlesMetricsSnapshot } from './metrics.js'
 export { MLES_PROTOCOL } from './protocol/subprotocol.js'

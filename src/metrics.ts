@@ -32,6 +32,14 @@ export interface MlesMetricsSnapshot {
   rejected_headers: number
   rejected_auth: number
   rejected_duplicates: number
+  /** Joins refused by the `authorize` hook: `false`, a uid other than the one allowed, or no answer in time. */
+  rejected_authorize: number
+  /** Joins closed with 1011 because `authorize` threw, rejected or answered something that is not an answer. */
+  authorize_errors: number
+  /** Upgrades refused with 403 by the origin policy (`allowedOrigins`, `requireOrigin`). */
+  rejected_origin: number
+  /** Frames of read-only members (`authorize` answered `publish: false`), dropped. */
+  dropped_messages_readonly: number
   /** Cluster mode (`redis`): failed Redis commands and connection errors. */
   cluster_errors: number
   /** Cluster mode: times the connection to Redis was lost. */
@@ -54,6 +62,10 @@ export class Metrics {
   rejectedHeaders = 0
   rejectedAuth = 0
   rejectedDuplicates = 0
+  rejectedAuthorize = 0
+  rejectedOrigin = 0
+  authorizeErrors = 0
+  droppedReadonly = 0
   clusterErrors = 0
   clusterOutages = 0
   clusterUnsentFrames = 0
@@ -64,7 +76,7 @@ export class Metrics {
       total_messages_sent: this.totalMessagesSent,
       total_messages_received: this.totalMessagesReceived,
       total_channels: channels,
-      total_errors: this.rejectedHeaders + this.rejectedAuth + this.rejectedDuplicates + this.protocolErrors,
+      total_errors: this.rejectedHeaders + this.rejectedAuth + this.rejectedDuplicates + this.rejectedAuthorize + this.authorizeErrors + this.protocolErrors,
       total_dropped_connections: this.droppedSlowConsumers + this.droppedKeepalive + this.droppedJoinTimeout,
       dropped_by_ip: this.droppedByIp,
       dropped_messages_oversize: this.droppedOversize,
@@ -75,6 +87,10 @@ export class Metrics {
       rejected_headers: this.rejectedHeaders,
       rejected_auth: this.rejectedAuth,
       rejected_duplicates: this.rejectedDuplicates,
+      rejected_authorize: this.rejectedAuthorize,
+      authorize_errors: this.authorizeErrors,
+      rejected_origin: this.rejectedOrigin,
+      dropped_messages_readonly: this.droppedReadonly,
       cluster_errors: this.clusterErrors,
       cluster_outages: this.clusterOutages,
       cluster_unsent_frames: this.clusterUnsentFrames

@@ -1,3 +1,39 @@
+import type { FastifyRequest } from 'fastify'
+
+/** What `authorize` is asked about: the join frame's uid and channel, after its SipHash check. */
+export interface MlesJoinRequest {
+  readonly uid: string
+  readonly channel: string
+}
+
+/**
+ * The answer of `authorize`: `true` admits the member, `false` refuses it
+ * (close 1008 "forbidden"); an object admits it with conditions — `uid` is the
+ * only uid it may join as (another closes 1008 "uid not allowed"), and
+ * `publish: false` makes it a read-only member.
+ */
+export type MlesAuthorization = boolean | { readonly uid?: string, readonly publish?: boolean }
+
+/**
+ * Decides a join by the app's own rules, once per connection, before the
+ * member enters the channel or sees its history. `request` is the upgrade's
+ * Fastify request, with whatever the app's hooks put on it (`request.user`,
+ * `request.session`, cookies). A throw or rejection closes the connection with
+ * 1011 and is logged.
+ */
+export type MlesAuthorize = (request: FastifyRequest, join: MlesJoinRequest) => MlesAuthorization | Promise<MlesAuthorization>
+
+/** Decides whether a browser's `Origin` may open a connection; `origin` is the header as sent. */
+export type MlesOriginCheck = (origin: string, request: FastifyRequest) => boolean | Promise<boolean>
+
+/** The HTTP API for backends (option `api`). */
+export interface MlesHttpApiOptions {
+  /** Bearer key every request must carry (`Authorization: Bearer <key>`); at least 16 characters. */
+  key: string
+  /** URL prefix of the routes. Default `'/_mles/api'`. */
+  prefix?: string
+}
+
 /** Options of `app.register(mles, options)`. Every field is optional. */
 export interface MlesOptions {
   /** URL path of the WebSocket endpoint. Plain GETs on it still reach the app's own routes. Default `'/'`. */
@@ -57,6 +93,26 @@ export interface MlesOptions {
    * clean close) may lose about this much. Default 1000 ms.
    */
   historyFlushMs?: number
+  /**
+   * Decides every WebSocket join by the app's rules (its login, its session):
+   * see `MlesAuthorize`. v1 TCP clients are not asked (they have no HTTP
+   * request). Default: none (every join with a valid header and key enters).
+   */
+  authorize?: MlesAuthorize
+  /** How long `authorize` may take; past it the join is refused with 1008 "authorization timeout". Default 5000 ms. */
+  authorizeTimeoutMs?: number
+  /**
+   * Browser origins allowed to open a connection, as `scheme://host[:port]`
+   * (`'*'` allows any), or a function deciding. An upgrade from another
+   * origin is refused with 403 before it becomes a WebSocket. Requests without
+   * `Origin` (non-browser clients) pass unless `requireOrigin`. Default: every
+   * origin — set it whenever members are recognised by cookies.
+   */
+  allowedOrigins?: readonly string[] | MlesOriginCheck
+  /** Refuse upgrades that carry no `Origin` header (403). Default false. */
+  requireOrigin?: boolean
+  /** An HTTP API for backends in any language: publish, channels, history, members. Default: off. */
+  api?: MlesHttpApiOptions
 }
 
 /** The v1 TCP listener (option `v1`, SPEC-v1). */
@@ -106,6 +162,12 @@ export interface ResolvedOptions {
   v1: { port: number, host: string, addressKey: string | undefined, peer: { host: string, port: number, retryMinMs: number, retryMaxMs: number } | undefined } | undefined
   historyDir: string | undefined
   historyFlushMs: number
+  authorize: MlesAuthorize | undefined
+  authorizeTimeoutMs: number
+  /** Normalised origins (lower-case, default port dropped), `null` for any, or the app's check. */
+  allowedOrigins: ReadonlySet<string> | MlesOriginCheck | null
+  requireOrigin: boolean
+  api: Required<MlesHttpApiOptions> | undefined
 }
 
 const MiB = 1024 * 1024
@@ -113,7 +175,10 @@ const DAY_MS = 24 * 60 * 60 * 1000
 /** The longest delay Node's timers accept. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
-export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis' | 'historyDir' | 'v1'>> = Object.freeze({
+/** Options that are not integers, and so have no range. */
+type NonIntegerOption = 'path' | 'key' | 'redis' | 'historyDir' | 'v1' | 'authorize' | 'allowedOrigins' | 'requireOrigin' | 'api'
+
+export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, Exclude<NonIntegerOption, 'path' | 'requireOrigin'>>> = Object.freeze({
   path: '/',
   historyLimit: 200,
   historyMaxBytes: 10 * MiB,
@@ -127,11 +192,13 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, 'key' | 'redis' | '
   perIpLimit: 60,
   perIpWindowMs: 60_000,
   maxBufferedBytes: 4 * MiB,
-  historyFlushMs: 1000
+  historyFlushMs: 1000,
+  authorizeTimeoutMs: 5000,
+  requireOrigin: false
 })
 
 /** Integer options and their accepted ranges. */
-const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 'redis' | 'historyDir' | 'v1'>, readonly [number, number]> = {
+const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, NonIntegerOption>, readonly [number, number]> = {
   historyLimit: [0, 1_000_000],
   historyMaxBytes: [0, Number.MAX_SAFE_INTEGER],
   channelIdleMs: [1, 100 * 365 * DAY_MS],
@@ -144,7 +211,8 @@ const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, 'path' | 'key' | 're
   perIpLimit: [0, 1_000_000_000],
   perIpWindowMs: [1, MAX_TIMER_MS],
   maxBufferedBytes: [1, Number.MAX_SAFE_INTEGER],
-  historyFlushMs: [1, MAX_TIMER_MS]
+  historyFlushMs: [1, MAX_TIMER_MS],
+  authorizeTimeoutMs: [1, MAX_TIMER_MS]
 }
 
 /** Keys Fastify itself accepts in any plugin's register options. */
@@ -261,13 +329,66 @@ function historyDirOption (value: unknown): string | undefined {
   return value
 }
 
+/**
+ * The form an origin is compared in: `scheme://host[:port]`, lower-case,
+ * without the scheme's default port. Null for what is not an origin
+ * (`null`, a path, a scheme other than http(s)/ws(s)).
+ */
+export function normalizeOrigin (origin: string): string | null {
+  // An Origin header is exactly scheme://host[:port] (RFC 6454); anything more is not one.
+  if (!/^https?:\/\/[^/?#@\s]+\/?$/i.test(origin)) return null
+  try {
+    const url = new URL(origin)
+    return `${url.protocol}//${url.host}`
+  } catch {
+    return null
+  }
+}
+
+function allowedOriginsOption (value: unknown): ResolvedOptions['allowedOrigins'] {
+  if (value === undefined) return null
+  if (typeof value === 'function') return value as MlesOriginCheck
+  if (!Array.isArray(value)) {
+    throw new MlesOptionError('allowedOrigins', `must be an array of origins or a function (origin, request) => boolean (got ${describe(value)})`)
+  }
+  const origins = new Set<string>()
+  for (const entry of value as unknown[]) {
+    if (entry === '*') return null
+    const origin = typeof entry === 'string' ? normalizeOrigin(entry) : null
+    if (origin === null) throw new MlesOptionError('allowedOrigins', `must hold origins like "https://example.com" or "http://localhost:3000", or "*" (got ${describe(entry)})`)
+    origins.add(origin)
+  }
+  return origins
+}
+
+const API_KEYS = ['key', 'prefix']
+
+function apiOption (value: unknown): ResolvedOptions['api'] {
+  if (value === undefined) return undefined
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new MlesOptionError('api', `must be { key, prefix? } (got ${describe(value)})`)
+  }
+  const given = value as Record<string, unknown>
+  for (const name of Object.keys(given)) {
+    if (!API_KEYS.includes(name)) throw new MlesOptionError(`api.${name}`, `is not a setting of the HTTP API; known: ${API_KEYS.join(', ')}`)
+  }
+  if (typeof given.key !== 'string' || given.key.length < 16 || /\s/.test(given.key)) {
+    throw new MlesOptionError('api.key', `must be a string of at least 16 characters without spaces (got ${typeof given.key === 'string' ? `${given.key.length} characters` : describe(given.key)})`)
+  }
+  const prefix = given.prefix ?? '/_mles/api'
+  if (typeof prefix !== 'string' || !prefix.startsWith('/') || prefix.endsWith('/') || /[\s?#:*]/.test(prefix)) {
+    throw new MlesOptionError('api.prefix', `must be a URL path starting with "/", not ending with one, without query, fragment, spaces, ":" or "*" (got ${describe(prefix)})`)
+  }
+  return { key: given.key, prefix }
+}
+
 /** Applies defaults and validates; throws `MlesOptionError` naming the first bad option and its accepted range. */
 export function resolveOptions (options: MlesOptions | undefined, env: Record<string, string | undefined> = process.env): ResolvedOptions {
   if (options !== undefined && (typeof options !== 'object' || options === null || Array.isArray(options))) {
     throw new MlesOptionError('options', `must be an object (got ${describe(options)})`)
   }
   const given = (options ?? {}) as Record<string, unknown>
-  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis', 'historyDir', 'v1'])
+  const known = new Set<string>(['path', 'key', ...Object.keys(INTEGER_RANGES), 'redis', 'historyDir', 'v1', 'authorize', 'allowedOrigins', 'requireOrigin', 'api'])
   for (const name of Object.keys(given)) {
     if (!known.has(name) && !FASTIFY_REGISTER_KEYS.has(name)) {
       throw new MlesOptionError(name, `is not an option of fastify-mles; known options: ${[...known].join(', ')}`)
@@ -307,7 +428,21 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     redis: redisOption(given.redis),
     v1: v1Option(given.v1, env),
     historyDir: historyDirOption(given.historyDir),
-    historyFlushMs: integerOption('historyFlushMs', given.historyFlushMs)
+    historyFlushMs: integerOption('historyFlushMs', given.historyFlushMs),
+    authorize: undefined,
+    authorizeTimeoutMs: integerOption('authorizeTimeoutMs', given.authorizeTimeoutMs),
+    allowedOrigins: null,
+    requireOrigin: DEFAULT_OPTIONS.requireOrigin,
+    api: apiOption(given.api)
+  }
+  if (given.authorize !== undefined) {
+    if (typeof given.authorize !== 'function') throw new MlesOptionError('authorize', `must be a function (request, { uid, channel }) returning a boolean, { uid?, publish? } or a promise of one (got ${describe(given.authorize)})`)
+    resolved.authorize = given.authorize as MlesAuthorize
+  }
+  resolved.allowedOrigins = allowedOriginsOption(given.allowedOrigins)
+  if (given.requireOrigin !== undefined) {
+    if (typeof given.requireOrigin !== 'boolean') throw new MlesOptionError('requireOrigin', `must be true or false (got ${describe(given.requireOrigin)})`)
+    resolved.requireOrigin = given.requireOrigin
   }
 
   if (resolved.v1?.peer !== undefined && resolved.redis !== undefined) {

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net'
-import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { verifyAuth } from './auth.js'
 import type { Lease, RedisBus } from './cluster/redis-bus.js'
@@ -7,7 +7,7 @@ import type { Channel } from './hub/channel.js'
 import type { Hub, HubMember } from './hub/hub.js'
 import type { KeepAliveTarget } from './keepalive.js'
 import type { Metrics } from './metrics.js'
-import type { ResolvedOptions } from './options.js'
+import type { MlesAuthorization, ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
 import { parseHeader } from './protocol/header.js'
 
@@ -20,9 +20,17 @@ export interface SessionContext {
   /** The Redis engine in cluster mode; null on a single node. */
   readonly cluster: RedisBus<HubMember> | null
   sessionClosed: (session: Session) => void
+  /** A member entered its channel (after its replay). */
+  memberJoined: (member: Session) => void
+  /** A member left the channel it had entered, for whatever reason. */
+  memberLeft: (member: Session) => void
 }
 
-/** Frames a client may send while its join is checked with the cluster; more are dropped (counted as over the rate). */
+/**
+ * Frames a client may send while its join is being decided (by `authorize`,
+ * by the cluster); more, or more than `maxBufferedBytes` of them, are dropped
+ * (counted as over the rate).
+ */
 const MAX_FRAMES_WHILE_JOINING = 256
 
 const OPEN = 1
@@ -55,6 +63,9 @@ function onError (this: WebSocket, error: Error): void {
 function onJoinTimeout (session: Session): void {
   session.joinTimedOut()
 }
+function onAuthorizeTimeout (session: Session): void {
+  session.authorizeTimedOut()
+}
 
 /**
  * One connection's life (SPEC §2, §4, §7): awaiting its join frame, then a
@@ -69,13 +80,24 @@ export class Session implements HubMember, KeepAliveTarget {
   catchingUp = false
   corked = false
   bufferLimit: number
+  /** The channel entered, kept for the leave event after the hub has let the member go; '' before. */
+  channelName = ''
+  /** Where the member connects from (`request.ip`) and its `Origin` header, taken when it enters. */
+  ip = ''
+  origin: string | null = null
+  /** `authorize` answered `publish: false`: frames from this member are dropped. */
+  private readOnly = false
+  /** The upgrade request, kept until the join is decided. */
+  private request: FastifyRequest | null
   private channel: Channel<HubMember> | null = null
   /** Cluster mode: the uid taken cluster-wide while a member. */
   private lease: Lease | null = null
-  /** Cluster mode: data frames received while the join is under way, in order. */
+  /** Data frames received while the join is decided (`authorize`, cluster), in order. */
   private early: Array<{ data: Buffer, isBinary: boolean }> | null = null
+  private earlyBytes = 0
   private shut = false
   private joinTimer: NodeJS.Timeout | null
+  private authorizeTimer: NodeJS.Timeout | null = null
   private rateWindowStart = 0
   private rateCount = 0
   private missedTicks = 0
@@ -83,8 +105,10 @@ export class Session implements HubMember, KeepAliveTarget {
 
   constructor (
     readonly ws: WebSocket,
-    private readonly context: SessionContext
+    private readonly context: SessionContext,
+    request: FastifyRequest
   ) {
+    this.request = request
     const socket = ws as SessionSocket
     socket[kSession] = this
     this.bufferLimit = context.options.maxBufferedBytes
@@ -111,8 +135,12 @@ export class Session implements HubMember, KeepAliveTarget {
     const channel = this.channel
     if (channel === null) {
       if (this.early !== null) {
-        if (this.early.length < MAX_FRAMES_WHILE_JOINING) this.early.push({ data, isBinary })
-        else this.context.counters.droppedRate++
+        if (this.early.length < MAX_FRAMES_WHILE_JOINING && this.earlyBytes + data.length <= this.bufferLimit) {
+          this.early.push({ data, isBinary })
+          this.earlyBytes += data.length
+        } else {
+          this.context.counters.droppedRate++
+        }
       } else if (!this.shut) {
         this.join(data, isBinary)
       }
@@ -120,6 +148,10 @@ export class Session implements HubMember, KeepAliveTarget {
     }
     const { counters: metrics, options } = this.context
     metrics.totalMessagesReceived++
+    if (this.readOnly) {
+      metrics.droppedReadonly++
+      return
+    }
     if (data.length > options.maxMessageBytes) {
       metrics.droppedOversize++
       return
@@ -156,14 +188,85 @@ export class Session implements HubMember, KeepAliveTarget {
       return
     }
     this.uid = uid
-    const cluster = this.context.cluster
-    if (cluster === null) {
-      this.enter(channelName, storedFrame)
+    const authorize = options.authorize
+    if (authorize === undefined) {
+      this.admit(channelName, storedFrame)
       return
     }
     this.early = []
-    cluster.admit(channelName, uid, (lease) => {
-      const early = this.early ?? []
+    this.authorizeTimer = setTimeout(onAuthorizeTimeout, options.authorizeTimeoutMs, this)
+    let answer: ReturnType<typeof authorize>
+    try {
+      answer = authorize(this.request as FastifyRequest, { uid, channel: channelName })
+    } catch (error) {
+      this.authorizeFailed(error)
+      return
+    }
+    if (answer instanceof Promise) {
+      answer.then((value) => { this.authorized(value, channelName, storedFrame) }, (error: unknown) => { this.authorizeFailed(error) })
+    } else {
+      this.authorized(answer, channelName, storedFrame)
+    }
+  }
+
+  /** The answer of `authorize`: enter, refuse, or fail; nothing if the connection is gone or timed out meanwhile. */
+  private authorized (answer: MlesAuthorization, channelName: string, storedFrame: Buffer): void {
+    if (this.shut) return
+    this.clearAuthorizeTimer()
+    let uid: unknown
+    let publish: unknown
+    const isObject = typeof answer === 'object' && answer !== null && !Array.isArray(answer)
+    if (isObject) ({ uid, publish } = answer)
+    if ((!isObject && typeof answer !== 'boolean') || (uid !== undefined && typeof uid !== 'string') || (publish !== undefined && typeof publish !== 'boolean')) {
+      this.authorizeFailed(new TypeError(`authorize must answer true, false or { uid?: string, publish?: boolean } (answered ${describeAnswer(answer)})`))
+      return
+    }
+    const allowed = answer !== false
+    const { counters, log } = this.context
+    if (!allowed) {
+      counters.rejectedAuthorize++
+      log.debug({ uid: this.uid, channel: channelName }, 'mles: join forbidden by authorize')
+      this.close(CloseCode.POLICY_VIOLATION, CloseReason.FORBIDDEN)
+      return
+    }
+    if (uid !== undefined && uid !== this.uid) {
+      counters.rejectedAuthorize++
+      log.debug({ uid: this.uid, allowed: uid, channel: channelName }, 'mles: join as another uid refused')
+      this.close(CloseCode.POLICY_VIOLATION, CloseReason.UID_NOT_ALLOWED)
+      return
+    }
+    this.readOnly = publish === false
+    this.admit(channelName, storedFrame)
+  }
+
+  private authorizeFailed (error: unknown): void {
+    if (this.shut) return
+    this.clearAuthorizeTimer()
+    this.context.counters.authorizeErrors++
+    this.context.log.error({ err: error, uid: this.uid }, 'mles: authorize failed; closing the connection with 1011')
+    this.close(CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR)
+  }
+
+  authorizeTimedOut (): void {
+    this.authorizeTimer = null
+    if (this.shut) return
+    this.context.counters.rejectedAuthorize++
+    this.context.log.warn({ uid: this.uid, timeoutMs: this.context.options.authorizeTimeoutMs }, 'mles: authorize did not answer in time; join refused')
+    this.close(CloseCode.POLICY_VIOLATION, CloseReason.AUTHORIZE_TIMEOUT)
+  }
+
+  /** Takes the uid (cluster-wide in cluster mode), enters the channel, then publishes the frames held meanwhile. */
+  private admit (channelName: string, storedFrame: Buffer): void {
+    const cluster = this.context.cluster
+    if (cluster === null) {
+      const early = this.early
+      this.early = null
+      if (this.enter(channelName, storedFrame)) this.publishEarly(early)
+      return
+    }
+    this.early ??= []
+    cluster.admit(channelName, this.uid, (lease) => {
+      const early = this.early
       this.early = null
       if (lease === null) {
         this.refuseDuplicate(channelName)
@@ -174,12 +277,17 @@ export class Session implements HubMember, KeepAliveTarget {
         return
       }
       this.lease = lease
-      if (!this.enter(channelName, storedFrame)) return
-      for (const frame of early) {
-        if (this.channel === null) break
-        this.receive(frame.data, frame.isBinary)
-      }
+      if (this.enter(channelName, storedFrame)) this.publishEarly(early)
     }).catch((error: unknown) => { this.internalError(error) })
+  }
+
+  private publishEarly (early: Array<{ data: Buffer, isBinary: boolean }> | null): void {
+    this.earlyBytes = 0
+    if (early === null) return
+    for (const frame of early) {
+      if (this.channel === null) break
+      this.receive(frame.data, frame.isBinary)
+    }
   }
 
   /** Joins the hub's channel; false (and the connection closing) if the uid is taken here. */
@@ -190,7 +298,16 @@ export class Session implements HubMember, KeepAliveTarget {
       return false
     }
     this.channel = channel
+    this.channelName = channelName
+    const request = this.request
+    this.request = null
+    if (request !== null) {
+      this.ip = request.ip
+      const origin = request.headers.origin
+      this.origin = typeof origin === 'string' ? origin : null
+    }
     this.context.log.debug({ uid: this.uid, channel: channelName }, 'mles: joined')
+    this.context.memberJoined(this)
     return true
   }
 
@@ -234,6 +351,7 @@ export class Session implements HubMember, KeepAliveTarget {
     if (this.shut) return
     this.shut = true
     this.clearJoinTimer()
+    this.clearAuthorizeTimer()
     this.leaveChannel()
     this.ws.close(code, reason)
   }
@@ -242,6 +360,7 @@ export class Session implements HubMember, KeepAliveTarget {
   closed (): void {
     this.shut = true
     this.clearJoinTimer()
+    this.clearAuthorizeTimer()
     this.leaveChannel()
     this.context.sessionClosed(this)
   }
@@ -258,13 +377,25 @@ export class Session implements HubMember, KeepAliveTarget {
   }
 
   private leaveChannel (): void {
+    this.request = null
     if (this.channel !== null) {
       this.context.hub.leave(this, this.channel)
       this.channel = null
     }
+    if (this.channelName !== '') {
+      this.context.memberLeft(this)
+      this.channelName = ''
+    }
     if (this.lease !== null) {
       this.context.cluster?.release(this.lease)
       this.lease = null
+    }
+  }
+
+  private clearAuthorizeTimer (): void {
+    if (this.authorizeTimer !== null) {
+      clearTimeout(this.authorizeTimer)
+      this.authorizeTimer = null
     }
   }
 
@@ -274,4 +405,15 @@ export class Session implements HubMember, KeepAliveTarget {
       this.joinTimer = null
     }
   }
+}
+
+function describeAnswer (answer: unknown): string {
+  if (answer === null || answer === undefined || typeof answer === 'number' || typeof answer === 'string') return JSON.stringify(answer) ?? String(answer)
+  if (Array.isArray(answer)) return 'an array'
+  if (typeof answer === 'object') {
+    try {
+      return JSON.stringify(answer).slice(0, 80)
+    } catch {}
+  }
+  return `a ${typeof answer}`
 }

@@ -125,11 +125,11 @@ export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): vo
     handler: (_request, reply) => {
       refuse(reply.header('upgrade', UPGRADE).header('connection', 'Upgrade'), 426, 'Upgrade Required', 'send a WebSocket upgrade (Connection: Upgrade)')
     },
-    wsHandler: (socket) => {
+    wsHandler: (socket, request) => {
       releaseUpgradeRequest(socket)
       // Keep a pre-registered @fastify/websocket's shutdown from closing our sockets without a code; ours closes them with 1001.
       app.websocketServer.clients?.delete(socket)
-      server.accept(socket)
+      server.accept(socket, request)
     }
   })
 }

@@ -6,7 +6,7 @@ import { resolveOptions } from '../src/options.js'
 
 test('defaults', () => {
   const resolved = resolveOptions({}, {})
-  assert.deepEqual(resolved, { ...DEFAULT_OPTIONS, key: undefined, redis: undefined, v1: undefined, historyDir: undefined })
+  assert.deepEqual(resolved, { ...DEFAULT_OPTIONS, key: undefined, redis: undefined, v1: undefined, historyDir: undefined, authorize: undefined, allowedOrigins: null, api: undefined })
   assert.equal(resolved.historyLimit, 200)
   assert.equal(resolved.historyMaxBytes, 10 * 1024 * 1024)
   assert.equal(resolved.channelIdleMs, 30 * 24 * 3600 * 1000)

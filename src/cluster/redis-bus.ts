@@ -256,6 +256,30 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token).catch((error: unknown) => { this.fault('releasing a uid lease', error) })
   }
 
+  /**
+   * The uids holding a lease in `channel`, on every node: a SCAN of the
+   * channel's lease keys (a cost that grows with the keys in Redis, not with
+   * the channel). Empty while Redis is away.
+   */
+  async members (channel: string): Promise<string[]> {
+    if (this.commands.status !== 'ready') return []
+    const prefix = this.leaseKey(channel, '')
+    const pattern = prefix.replace(/[*?[\]\\]/g, '\\$&') + '*'
+    const uids: string[] = []
+    try {
+      let cursor = '0'
+      do {
+        const [next, keys] = await this.commands.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+        cursor = next
+        for (const key of keys) uids.push(key.slice(prefix.length))
+      } while (cursor !== '0')
+    } catch (error) {
+      this.fault('listing members', error)
+      return []
+    }
+    return uids
+  }
+
   /** Starts following `channel` for server-side subscribers. */
   follow (channel: string): void {
     this.watch(channel)

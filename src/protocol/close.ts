@@ -7,11 +7,11 @@ export const CloseCode = {
   GOING_AWAY: 1001,
   /** The join frame was binary. */
   UNSUPPORTED_DATA: 1003,
-  /** Refused by policy: bad header, failed auth, duplicate uid, timeouts, slow consumer. */
+  /** Refused by policy: bad header, failed auth, refused by `authorize`, duplicate uid, timeouts, slow consumer. */
   POLICY_VIOLATION: 1008,
   /** The join frame was larger than allowed. */
   MESSAGE_TOO_BIG: 1009,
-  /** A server bug; the connection is closed, the server carries on. */
+  /** A server bug, or the app's `authorize` failed; the connection is closed, the server carries on. */
   INTERNAL_ERROR: 1011
 } as const
 
@@ -27,6 +27,9 @@ export const CloseReason = {
   AUTH_FAILED: 'authentication failed',
   DUPLICATE: 'uid already joined on this channel',
   JOIN_TIMEOUT: 'join timeout',
+  FORBIDDEN: 'forbidden',
+  UID_NOT_ALLOWED: 'uid not allowed',
+  AUTHORIZE_TIMEOUT: 'authorization timeout',
   KEEPALIVE_TIMEOUT: 'keep-alive timeout',
   SLOW_CONSUMER: 'slow consumer',
   INTERNAL_ERROR: 'internal error'

@@ -19,6 +19,9 @@ export interface V1SessionContext {
   /** The Redis engine in cluster mode: uids are then taken cluster-wide. */
   readonly cluster: RedisBus<HubMember> | null
   v1SessionClosed: (session: V1Session) => void
+  /** A member entered its channel, and left it (the app's join and leave events). */
+  memberJoined: (member: V1Session) => void
+  memberLeft: (member: V1Session) => void
 }
 
 /** TCP keepalive idle time, as the reference sets it (SPEC-v1 §1). */
@@ -40,6 +43,10 @@ export class V1Session implements HubMember {
   bufferLimit: number
   /** The connection id of its first frame: unique among the v1 members of a channel. */
   cid = -1
+  /** The channel entered, kept for the leave event; '' before. */
+  channelName = ''
+  ip = ''
+  readonly origin = null
   private channel: Channel<HubMember> | null = null
   /** Cluster mode: the uid taken cluster-wide while a member. */
   private lease: Lease | null = null
@@ -188,8 +195,12 @@ export class V1Session implements HubMember {
       return
     }
     this.channel = channel
+    this.channelName = channelName
+    const address = this.socket.remoteAddress ?? ''
+    this.ip = /^::ffff:\d/i.test(address) ? address.slice(7) : address
     this.clearStallTimer()
     log.debug({ uid: this.uid, channel: channelName, resync: frames.length > 1 }, 'mles v1: joined')
+    this.context.memberJoined(this)
     // A first Msg with a message says something too; a resync's other frames follow it.
     if (message.length > 0) hub.publish(channel, message, true, this, null)
     for (let i = 1; i < frames.length && this.channel !== null; i++) this.publish(channel, frames[i], false)
@@ -247,6 +258,10 @@ export class V1Session implements HubMember {
     if (this.channel !== null) {
       this.context.hub.leave(this, this.channel)
       this.channel = null
+    }
+    if (this.channelName !== '') {
+      this.context.memberLeft(this)
+      this.channelName = ''
     }
     if (this.lease !== null) {
       this.context.cluster?.release(this.lease)
