@@ -3,6 +3,7 @@ import type { Socket } from 'node:net'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { limiterKey } from './ip-limiter.js'
+import { normalizeOrigin, type ResolvedOptions } from './options.js'
 import { MLES_PROTOCOL } from './protocol/subprotocol.js'
 import type { MlesEndpoint } from './endpoint.js'
 
@@ -82,6 +83,26 @@ function refuse (reply: FastifyReply, statusCode: number, error: string, message
   return reply.code(statusCode).send({ statusCode, error, message })
 }
 
+/**
+ * The origin policy (options `allowedOrigins`, `requireOrigin`): whether an
+ * upgrade's `Origin` may open a connection — a boolean, or a promise of one
+ * when the app decides. A browser always sends `Origin` on a WebSocket
+ * upgrade, and sends the site's cookies with it even from another site's
+ * page, so this is what stops cross-site WebSocket hijacking.
+ */
+function originPolicy (options: ResolvedOptions): ((origin: string | undefined, request: FastifyRequest) => boolean | Promise<boolean>) | null {
+  const { allowedOrigins, requireOrigin } = options
+  if (allowedOrigins === null) return requireOrigin ? (origin) => origin !== undefined : null
+  if (typeof allowedOrigins === 'function') {
+    return (origin, request) => origin === undefined ? !requireOrigin : allowedOrigins(origin, request)
+  }
+  return (origin) => {
+    if (origin === undefined) return !requireOrigin
+    const normalized = normalizeOrigin(origin)
+    return normalized !== null && allowedOrigins.has(normalized)
+  }
+}
+
 /** Adds the upgrade route: gate (shutdown, per-IP limit, subprotocol), then hand the socket to the server. */
 export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): void {
   if (!app.hasConstraintStrategy(STRATEGY)) app.addConstraintStrategy(upgradeStrategy)
@@ -100,6 +121,13 @@ export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): vo
     return false
   }
 
+  const originAllowed = originPolicy(server.options)
+  const refuseOrigin = (request: FastifyRequest, reply: FastifyReply, origin: string | undefined): void => {
+    server.counters.rejectedOrigin++
+    request.log.debug({ origin }, 'mles: upgrade from an origin not allowed; refusing with 403')
+    refuse(reply, 403, 'Forbidden', origin === undefined ? 'an Origin header is required' : `origin ${JSON.stringify(origin.slice(0, 100))} is not allowed`)
+  }
+
   const gate = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     if (server.isClosed) {
       refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
@@ -111,8 +139,38 @@ export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): vo
       refuse(reply, 400, 'Bad Request', `the WebSocket upgrade must offer the subprotocol "${MLES_PROTOCOL}"`)
       return
     }
+    if (originAllowed === null) {
+      admit(request, done)
+      return
+    }
+    const origin = request.headers.origin
+    let allowed: boolean | Promise<boolean>
+    try {
+      allowed = originAllowed(origin, request)
+    } catch (error) {
+      originCheckFailed(request, reply, error)
+      return
+    }
+    if (allowed instanceof Promise) {
+      allowed.then((yes) => {
+        if (yes === true) admit(request, done)
+        else refuseOrigin(request, reply, origin)
+      }, (error: unknown) => { originCheckFailed(request, reply, error) })
+    } else if (allowed === true) {
+      admit(request, done)
+    } else {
+      refuseOrigin(request, reply, origin)
+    }
+  }
+
+  const admit = (request: FastifyRequest, done: () => void): void => {
     (request.raw as MarkedRequest)[kMlesUpgrade] = true
     done()
+  }
+
+  const originCheckFailed = (request: FastifyRequest, reply: FastifyReply, error: unknown): void => {
+    request.log.error({ err: error }, 'mles: the allowedOrigins function threw; refusing with 500')
+    refuse(reply, 500, 'Internal Server Error', 'the origin check failed')
   }
 
   app.route({
