@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
-import { parsePeerAddress } from '../src/options.js'
+import { normalizeOrigin, parsePeerAddress } from '../src/options.js'
 
 /** Let's Encrypt's directories: production (default) and staging (`--staging`). */
 export const LETS_ENCRYPT_PRODUCTION = 'https://acme-v02.api.letsencrypt.org/directory'
@@ -70,6 +70,8 @@ export interface ServerConfig {
   v1Peer?: string
   /** Worker processes sharing the port (more than 1 needs `redis`). */
   workers: number
+  /** Browser origins allowed besides the server's own pages (`--allowed-origin`); `'*'` allows any. */
+  allowedOrigins?: string[]
   /** ACME tuning, for tests and private CAs (no flags). */
   acme: AcmeTuning
 }
@@ -183,6 +185,11 @@ function existing (kind: 'directory' | 'file', flag: string, path: string): stri
   return absolute
 }
 
+function allowedOrigin (value: string, previous: string[] | undefined): string[] {
+  if (value !== '*' && normalizeOrigin(value) === null) throw new InvalidArgumentError('must be an origin such as https://example.com or http://localhost:8080, or \'*\'')
+  return [...(previous ?? []), value]
+}
+
 export function buildCommand (version: string): Command {
   return new Command('mles')
     .description('Mles v2 publish/subscribe server: WebSocket channels, a web root per domain, automatic TLS')
@@ -215,6 +222,7 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--v1-port <port>', 'also serve the legacy Mles v1 TCP protocol on this port (IANA: 8077), in the same channels').argParser(integer(0, 65535)))
     .addOption(new Option('--v1-peer <host[:port]>', 'with --v1-port: link every channel with members here to this v1 server (port 8077 by default)').argParser(peerAddress))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
+    .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
     .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
 }
@@ -248,6 +256,7 @@ interface ParsedFlags {
   v1Port?: number
   v1Peer?: string
   workers: number
+  allowedOrigin?: string[]
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -317,6 +326,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     v1Port: flags.v1Port,
     v1Peer: flags.v1Peer,
     workers: flags.workers,
+    allowedOrigins: flags.allowedOrigin,
     acme: { ...DEFAULT_ACME_TUNING }
   }
 }

@@ -11,6 +11,7 @@ import type { AcmeCertificates } from './acme.js'
 import { FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
 import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type AcmeTuning, type ServerConfig } from './config.js'
 import { REFERENCE_METRICS } from './metrics.js'
+import { standaloneOrigins } from './origins.js'
 import { ENCODINGS, hostDomain, registerWebRoot, type WebRootStats } from './webroot.js'
 
 export type { ServerConfig, AcmeTuning, TlsMode } from './config.js'
@@ -185,6 +186,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     perIpLimit: config.perIpLimit,
     messagesPerSecond: config.messagesPerSecond,
     perIpWindowMs: config.perIpWindowSec * 1000,
+    allowedOrigins: standaloneOrigins(config, () => (app.server.address() as AddressInfo | null)?.port ?? config.port),
     ...(config.key === undefined ? {} : { key: config.key }),
     ...(config.redis === undefined ? {} : { redis: config.redis }),
     ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host, ...(config.v1Peer === undefined ? {} : { peer: config.v1Peer }) } }),

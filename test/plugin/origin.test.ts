@@ -104,7 +104,7 @@ test('bad allowedOrigins and requireOrigin fail the registration with the option
     [{ requireOrigin: 'yes' }, /option "requireOrigin" must be true or false/]
   ] as const) {
     const app = Fastify({ logger: false })
-    await assert.rejects(app.register(mles, options as never).ready(), pattern)
+    await assert.rejects(async () => { await app.register(mles, options as never).ready() }, pattern)
     await app.close()
   }
 })
