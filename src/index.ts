@@ -40,6 +40,10 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
   addUpgradeRoute(app, server)
   // preClose, not onClose: upgraded sockets hold the HTTP server open, so they must close before it can.
   app.addHook('preClose', async () => { await server.close() })
+  if (options.api !== undefined) {
+    const { addHttpApi } = await import('./http-api.js')
+    await addHttpApi(app, server)
+  }
 }
 
 /**
