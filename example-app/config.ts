@@ -58,6 +58,8 @@ export interface ServerConfig {
   metricsLogIntervalSec: number
   /** Shared authentication key (env MLES_KEY). */
   key?: string
+  /** Bearer key of the HTTP API for backends (`--api-key`, env MLES_API_KEY); without one the API is off. */
+  apiKey?: string
   /** Log level (env MLES_LOG_LEVEL). */
   logLevel: string
   /** Longest a graceful shutdown may take before connections are cut. */
@@ -223,8 +225,9 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--v1-peer <host[:port]>', 'with --v1-port: link every channel with members here to this v1 server (port 8077 by default)').argParser(peerAddress))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
     .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
+    .option('--api-key <key>', 'turn on the HTTP API for backends at /_mles/api, with this bearer key (16 characters or more; better given as MLES_API_KEY)')
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
-    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
+    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n  MLES_API_KEY     bearer key of the HTTP API (as --api-key, which wins)\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
 }
 
 interface ParsedFlags {
@@ -257,9 +260,20 @@ interface ParsedFlags {
   v1Peer?: string
   workers: number
   allowedOrigin?: string[]
+  apiKey?: string
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
+
+/** The HTTP API's key from `--api-key` or MLES_API_KEY, checked as the plugin's option `api.key` is. */
+function apiKey (flag: string | undefined, env: Record<string, string | undefined>): string | undefined {
+  const fromEnv = env.MLES_API_KEY !== undefined && env.MLES_API_KEY !== '' ? env.MLES_API_KEY : undefined
+  const key = flag ?? fromEnv
+  if (key !== undefined && (key.length < 16 || /\s/.test(key))) {
+    throw new ConfigError(`${flag === undefined ? 'MLES_API_KEY' : '--api-key'} must be at least 16 characters without spaces (got ${key.length} characters)`)
+  }
+  return key
+}
 
 /** Turns parsed flags and the environment into a checked configuration. */
 export function configFromFlags (flags: ParsedFlags, env: Record<string, string | undefined>): ServerConfig {
@@ -320,6 +334,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     metricsListen: flags.metricsListen,
     metricsLogIntervalSec: flags.metricsInterval,
     key,
+    apiKey: apiKey(flags.apiKey, env),
     logLevel,
     shutdownTimeoutMs: 10_000,
     redis: flags.redis,

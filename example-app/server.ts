@@ -188,6 +188,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     perIpWindowMs: config.perIpWindowSec * 1000,
     allowedOrigins: standaloneOrigins(config, () => (app.server.address() as AddressInfo | null)?.port ?? config.port),
     ...(config.key === undefined ? {} : { key: config.key }),
+    ...(config.apiKey === undefined ? {} : { api: { key: config.apiKey } }),
     ...(config.redis === undefined ? {} : { redis: config.redis }),
     ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host, ...(config.v1Peer === undefined ? {} : { peer: config.v1Peer }) } }),
     ...(config.historyDir === undefined ? {} : { historyDir: config.historyDir, historyFlushMs: config.historyFlushMs })
