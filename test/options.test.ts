@@ -2,7 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
 import mles, { DEFAULT_OPTIONS, MlesOptionError, type MlesOptions } from '../src/index.js'
-import { resolveOptions } from '../src/options.js'
+import fc from 'fast-check'
+import { normalizeOrigin, resolveOptions } from '../src/options.js'
 
 test('defaults', () => {
   const resolved = resolveOptions({}, {})
@@ -65,6 +66,17 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ historyDir: 5 }, 'historyDir', /non-empty directory path \(got 5\)/],
   [{ historyFlushMs: 0 }, 'historyFlushMs', /from 1 to 2147483647 \(got 0\)/],
   [{ redis: 'redis://x', historyDir: '/tmp/x' }, 'historyDir', /cannot be combined with redis/],
+  [{ authorize: 'yes' }, 'authorize', /must be a function \(request, \{ uid, channel \}\)/],
+  [{ authorizeTimeoutMs: 0 }, 'authorizeTimeoutMs', /from 1 to 2147483647 \(got 0\)/],
+  [{ allowedOrigins: 'https://a.example' }, 'allowedOrigins', /an array of origins or a function/],
+  [{ allowedOrigins: ['https://a.example/app'] }, 'allowedOrigins', /must hold origins like/],
+  [{ allowedOrigins: ['ftp://a.example'] }, 'allowedOrigins', /got "ftp:\/\/a.example"/],
+  [{ requireOrigin: 1 }, 'requireOrigin', /true or false \(got 1\)/],
+  [{ api: 'key' }, 'api', /must be \{ key, prefix\? \}/],
+  [{ api: { key: 'short' } }, 'api.key', /at least 16 characters without spaces \(got 5 characters\)/],
+  [{ api: { key: 'k'.repeat(16), prefix: 'api' } }, 'api.prefix', /starting with "\/"/],
+  [{ api: { key: 'k'.repeat(16), prefix: '/api/' } }, 'api.prefix', /not ending with one/],
+  [{ api: { key: 'k'.repeat(16), token: 'x' } }, 'api.token', /not a setting of the HTTP API/],
   [{ historyLimt: 5 }, 'historyLimt', /is not an option of fastify-mles; known options: path, key, historyLimit/]
 ]
 
@@ -79,6 +91,33 @@ test('each bad option throws an error naming it and its accepted range', () => {
       return true
     }, JSON.stringify(options))
   }
+})
+
+test('property: an origin matches itself in any case and with its default port spelled out; anything more than an origin is none', () => {
+  const host = fc.stringMatching(/^[a-z]([a-z0-9-]{0,10}[a-z0-9])?(\.[a-z][a-z0-9]{0,7}){0,3}$/)
+  fc.assert(fc.property(fc.constantFrom('http', 'https'), host, fc.option(fc.integer({ min: 1, max: 65535 })), fc.array(fc.boolean(), { maxLength: 40 }), (scheme, name, port, upper) => {
+    const origin = `${scheme}://${name}${port === null ? '' : `:${port}`}`
+    const normalized = normalizeOrigin(origin)
+    assert.ok(normalized !== null, origin)
+    const shouted = [...origin].map((c, i) => upper[i % Math.max(1, upper.length)] === true ? c.toUpperCase() : c).join('')
+    assert.equal(normalizeOrigin(shouted), normalized)
+    const defaultPort = scheme === 'http' ? 80 : 443
+    if (port === null) assert.equal(normalizeOrigin(`${origin}:${defaultPort}`), normalized)
+    for (const more of ['/x', '?q', '#f', '/ ', '/a/b']) assert.equal(normalizeOrigin(origin + more), null, origin + more)
+    assert.equal(normalizeOrigin(`${scheme}://user@${name}`), null)
+  }), { numRuns: 300, seed: 7 })
+})
+
+test('property: any value of the new options either resolves or throws MlesOptionError naming it', () => {
+  const names = ['authorize', 'authorizeTimeoutMs', 'allowedOrigins', 'requireOrigin', 'api'] as const
+  fc.assert(fc.property(fc.constantFrom(...names), fc.oneof(fc.anything(), fc.array(fc.string()), fc.record({ key: fc.string(), prefix: fc.string() }, { requiredKeys: [] })), (name, value) => {
+    try {
+      resolveOptions({ [name]: value } as MlesOptions, {})
+    } catch (error) {
+      assert.ok(error instanceof MlesOptionError, String(error))
+      assert.ok(error.option === name || error.option.startsWith(`${name}.`), error.option)
+    }
+  }), { numRuns: 500, seed: 11 })
 })
 
 test('app.register rejects bad options at registration time', async () => {
