@@ -16,6 +16,10 @@ export const EXTRA_METRICS = [
   'dropped_slow_consumers',
   'dropped_keepalive',
   'dropped_join_timeout',
+  'dropped_messages_readonly',
+  'rejected_authorize',
+  'authorize_errors',
+  'rejected_origin',
   'cluster_errors',
   'cluster_outages',
   'cluster_unsent_frames'
