@@ -2,7 +2,7 @@
 // tstyche (`npm run test:types`) against the built declarations in dist/:
 // the package is imported by name, as a user would.
 import type { AddressInfo } from 'node:net'
-import Fastify, { type FastifyInstance, type FastifyPluginAsync } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyPluginAsync, type FastifyRequest } from 'fastify'
 import { describe, expect, test } from 'tstyche'
 import mles, {
   CloseCode,
@@ -13,6 +13,10 @@ import mles, {
   mles as namedMles,
   MlesOptionError,
   type MlesApi,
+  type MlesAuthorization,
+  type MlesAuthorize,
+  type MlesJoinRequest,
+  type MlesMemberEvent,
   type MlesChannelInfo,
   type MlesFrame,
   type MlesFrameListener,
@@ -177,6 +181,46 @@ describe('app.mles', () => {
     expect(app.mles.v1Address()).type.toBe<AddressInfo | null>()
     expect(app.mles.close()).type.toBe<Promise<void>>()
     expect(app.mles.close).type.not.toBeCallableWith(1000)
+  })
+})
+
+describe('authorize, origins, presence', () => {
+  test('authorize gets the Fastify request and the join, and answers a boolean, { uid?, publish? } or a promise of one', async () => {
+    await app.register(mles, {
+      authorize: (request, join) => {
+        expect(request).type.toBe<FastifyRequest>()
+        expect(join).type.toBe<MlesJoinRequest>()
+        expect(join.uid).type.toBe<string>()
+        return join.channel === 'x'
+      },
+      authorizeTimeoutMs: 100,
+      allowedOrigins: ['https://example.com'],
+      requireOrigin: true
+    })
+    await app.register(mles, { authorize: async () => ({ uid: 'a', publish: false }) })
+    await app.register(mles, { authorize: () => ({}), allowedOrigins: async (origin, request) => origin === request.hostname })
+    expect<MlesAuthorization>().type.toBe<boolean | { readonly uid?: string, readonly publish?: boolean }>()
+    expect<MlesAuthorize>().type.toBeAssignableFrom(async () => true)
+    expect(app.register).type.not.toBeCallableWith(mles, { authorize: () => 'yes' })
+    expect(app.register).type.not.toBeCallableWith(mles, { authorize: () => ({ publish: 'no' }) })
+    expect(app.register).type.not.toBeCallableWith(mles, { allowedOrigins: 'https://example.com' })
+    expect(app.register).type.not.toBeCallableWith(mles, { allowedOrigins: () => 'yes' })
+    expect(app.register).type.not.toBeCallableWith(mles, { requireOrigin: 1 })
+    expect(app.register).type.toBeCallableWith(mles, { api: { key: 'k'.repeat(16), prefix: '/api' } })
+    expect(app.register).type.not.toBeCallableWith(mles, { api: { prefix: '/api' } })
+  })
+
+  test('on, off and members', async () => {
+    const remove = app.mles.on('join', (event) => {
+      expect(event).type.toBe<MlesMemberEvent>()
+      expect(event.origin).type.toBe<string | null>()
+    })
+    expect(remove).type.toBe<() => void>()
+    app.mles.on('leave', async () => {})
+    expect(app.mles.on).type.not.toBeCallableWith('joined', () => {})
+    expect(app.mles.off).type.toBeCallableWith('leave', (_event: MlesMemberEvent) => {})
+    expect(await app.mles.members('c')).type.toBe<string[]>()
+    expect(app.mles.members).type.not.toBeCallableWith(1)
   })
 })
 
