@@ -1,8 +1,9 @@
 import { STATUS_CODES } from 'node:http'
 import AjvCompiler from '@fastify/ajv-compiler'
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyContextConfig, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { BearerKey } from './bearer-key.js'
 import type { MlesEndpoint } from './endpoint.js'
+import type { PerIpLimit } from './per-ip-limit.js'
 import { channelsSchema, historySchema, membersSchema, publishSchema, type ChannelParams, type PublishBody } from './http-api-schemas.js'
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
@@ -31,15 +32,19 @@ function isBase64 (data: string): boolean {
  * The HTTP API for backends (option `api`): publish, channels, history and
  * members under `api.prefix`, each request carrying the bearer key. Its own
  * encapsulated context, so its validator, body parser and error handler stay
- * out of the app's routes, and the app's stay out of it.
+ * out of the app's routes, and the app's stay out of it. The per-IP limit
+ * (`perIp`) counts the requests without the right key, before the key is
+ * checked, so it slows down guessing and leaves the app's backends alone.
  */
-export async function addHttpApi (app: FastifyInstance, server: MlesEndpoint): Promise<void> {
+export async function addHttpApi (app: FastifyInstance, server: MlesEndpoint, perIp: PerIpLimit | null): Promise<void> {
   const api = server.options.api
   if (api === undefined) return
   const key = new BearerKey(api.key)
   const { maxMessageBytes } = server.options
+  const config: FastifyContextConfig = perIp === null ? {} : { rateLimit: perIp.routeConfig('requests without the API key', (request) => key.check(request.headers.authorization) === 'valid') }
 
   await app.register(async (scope) => {
+    if (perIp !== null) await perIp.register(scope)
     scope.setValidatorCompiler(strictValidator)
     // Only JSON, parsed by Fastify's own parser whatever the app registered for it.
     scope.removeAllContentTypeParsers()
@@ -50,14 +55,18 @@ export async function addHttpApi (app: FastifyInstance, server: MlesEndpoint): P
       return sendError(reply, statusCode, statusCode >= 500 ? 'the request failed' : error.message)
     })
 
-    scope.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
+    // preParsing: after the per-IP limit's onRequest hook, before any body is read.
+    scope.addHook('preParsing', (request: FastifyRequest, reply: FastifyReply, payload, done) => {
       const check = key.check(request.headers.authorization)
-      if (check === 'valid') return
+      if (check === 'valid') {
+        done(null, payload)
+        return
+      }
       reply.header('www-authenticate', check === 'missing' ? 'Bearer' : 'Bearer error="invalid_token"')
-      return sendError(reply, 401, check === 'missing' ? 'send the API key as Authorization: Bearer <key>' : 'the API key is wrong')
+      sendError(reply, 401, check === 'missing' ? 'send the API key as Authorization: Bearer <key>' : 'the API key is wrong')
     })
 
-    scope.post<{ Body: PublishBody }>('/publish', { schema: publishSchema, bodyLimit: publishBodyLimit(maxMessageBytes) }, async (request, reply) => {
+    scope.post<{ Body: PublishBody }>('/publish', { schema: publishSchema, config, bodyLimit: publishBodyLimit(maxMessageBytes) }, async (request, reply) => {
       const { channel, data, binary = false } = request.body
       if (binary && !isBase64(data)) return sendError(reply, 400, 'body/data must be base64 when binary is true')
       const payload = Buffer.from(data, binary ? 'base64' : 'utf8')
@@ -67,16 +76,16 @@ export async function addHttpApi (app: FastifyInstance, server: MlesEndpoint): P
       return { ok: true }
     })
 
-    scope.get('/channels', { schema: channelsSchema }, async () => ({ channels: server.channels() }))
+    scope.get('/channels', { schema: channelsSchema, config }, async () => ({ channels: server.channels() }))
 
-    scope.get<{ Params: ChannelParams }>('/channels/:name/history', { schema: historySchema }, async (request) => ({
+    scope.get<{ Params: ChannelParams }>('/channels/:name/history', { schema: historySchema, config }, async (request) => ({
       frames: server.history(request.params.name).map((frame) => ({
         data: frame.data.toString(frame.isBinary ? 'base64' : 'utf8'),
         binary: frame.isBinary
       }))
     }))
 
-    scope.get<{ Params: ChannelParams }>('/channels/:name/members', { schema: membersSchema }, async (request) => ({
+    scope.get<{ Params: ChannelParams }>('/channels/:name/members', { schema: membersSchema, config }, async (request) => ({
       members: await server.members(request.params.name)
     }))
   }, { prefix: api.prefix })

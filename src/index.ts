@@ -5,6 +5,7 @@ import { loadOptionalParts } from './features.js'
 import { resolveOptions, type MlesOptions } from './options.js'
 import type { MlesApi } from './api.js'
 import { MlesEndpoint } from './endpoint.js'
+import { PerIpLimit } from './per-ip-limit.js'
 import { addUpgradeRoute } from './upgrade.js'
 
 declare module 'fastify' {
@@ -37,12 +38,20 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
   const server = new MlesEndpoint(options, app.log, await loadOptionalParts(options))
   await server.start()
   app.decorate('mles', server as MlesApi)
-  addUpgradeRoute(app, server)
   // preClose, not onClose: upgraded sockets hold the HTTP server open, so they must close before it can.
   app.addHook('preClose', async () => { await server.close() })
+  let perIp: PerIpLimit | null
+  try {
+    perIp = await PerIpLimit.create(server)
+  } catch (error) {
+    await server.close()
+    throw error
+  }
+  if (perIp !== null) app.addHook('onClose', async () => { await perIp.close() })
+  await addUpgradeRoute(app, server, perIp)
   if (options.api !== undefined) {
     const { addHttpApi } = await import('./http-api.js')
-    await addHttpApi(app, server)
+    await addHttpApi(app, server, perIp)
   }
 }
 

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
-import { limiterKey } from './ip-limiter.js'
 import { normalizeOrigin, type ResolvedOptions } from './options.js'
+import { PerIpLimitError, type PerIpLimit } from './per-ip-limit.js'
 import { MLES_PROTOCOL } from './protocol/subprotocol.js'
 import type { MlesEndpoint } from './endpoint.js'
 
@@ -103,22 +103,18 @@ function originPolicy (options: ResolvedOptions): ((origin: string | undefined, 
   }
 }
 
-/** Adds the upgrade route: gate (shutdown, per-IP limit, subprotocol), then hand the socket to the server. */
-export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): void {
+/**
+ * Adds the upgrade route, in an encapsulated context of its own: refused while
+ * shutting down, then the per-IP limit (`perIp`, null when off), then the
+ * gate (subprotocol, origin); then the socket goes to the server.
+ */
+export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint, perIp: PerIpLimit | null): Promise<void> {
   if (!app.hasConstraintStrategy(STRATEGY)) app.addConstraintStrategy(upgradeStrategy)
   selectMlesProtocol(app.websocketServer)
-  const { perIpLimit, perIpWindowMs } = server.options
 
-  const admitAddress = (request: FastifyRequest, reply: FastifyReply): boolean => {
-    const now = Date.now()
-    const ip = limiterKey(request.ip)
-    const excess = server.limiter.take(ip, now)
-    if (excess === 0) return true
-    server.counters.droppedByIp++
-    if (excess === 1) request.log.warn({ ip }, `mles: per-IP limit of ${perIpLimit} upgrades per ${perIpWindowMs} ms reached; refusing with 429`)
-    reply.header('retry-after', Math.ceil(server.limiter.retryAfterMs(ip, now) / 1000))
-    refuse(reply, 429, 'Too Many Requests', `at most ${perIpLimit} connections per ${perIpWindowMs / 1000} s from one address`)
-    return false
+  const refuseWhileClosing = (_request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    if (server.isClosed) refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
+    else done()
   }
 
   const originAllowed = originPolicy(server.options)
@@ -129,12 +125,6 @@ export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): vo
   }
 
   const gate = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
-    if (server.isClosed) {
-      refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
-      return
-    }
-    // Reading request.ip makes Node cache the peer address on the socket for its whole life: only when needed.
-    if (perIpLimit !== 0 && !admitAddress(request, reply)) return
     if (!offersMlesProtocol(request.headers['sec-websocket-protocol'])) {
       refuse(reply, 400, 'Bad Request', `the WebSocket upgrade must offer the subprotocol "${MLES_PROTOCOL}"`)
       return
@@ -173,21 +163,33 @@ export function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint): vo
     refuse(reply, 500, 'Internal Server Error', 'the origin check failed')
   }
 
-  app.route({
-    method: 'GET',
-    url: server.options.path,
-    exposeHeadRoute: false,
-    constraints: { [STRATEGY]: UPGRADE },
-    onRequest: gate,
-    // Reached only by a request that names `Upgrade: websocket` without being an upgrade.
-    handler: (_request, reply) => {
-      refuse(reply.header('upgrade', UPGRADE).header('connection', 'Upgrade'), 426, 'Upgrade Required', 'send a WebSocket upgrade (Connection: Upgrade)')
-    },
-    wsHandler: (socket, request) => {
-      releaseUpgradeRequest(socket)
-      // Keep a pre-registered @fastify/websocket's shutdown from closing our sockets without a code; ours closes them with 1001.
-      app.websocketServer.clients?.delete(socket)
-      server.accept(socket, request)
-    }
+  await app.register(async (scope) => {
+    if (perIp !== null) await perIp.register(scope)
+    // Only the limit's refusals are ours to answer; anything else goes on to the app's error handler.
+    scope.setErrorHandler((error: FastifyError, _request, reply) => {
+      if (!(error instanceof PerIpLimitError)) throw error
+      refuse(reply, 429, 'Too Many Requests', error.message)
+    })
+    scope.route({
+      method: 'GET',
+      url: server.options.path,
+      exposeHeadRoute: false,
+      constraints: { [STRATEGY]: UPGRADE },
+      // Reading request.ip makes Node cache the peer address on the socket for its whole life, so only a limit on reads it.
+      ...(perIp === null ? {} : { config: { rateLimit: perIp.routeConfig('connections') } }),
+      // @fastify/rate-limit appends its onRequest hook after this one; the gate comes after both.
+      onRequest: refuseWhileClosing,
+      preValidation: gate,
+      // Reached only by a request that names `Upgrade: websocket` without being an upgrade.
+      handler: (_request, reply) => {
+        refuse(reply.header('upgrade', UPGRADE).header('connection', 'Upgrade'), 426, 'Upgrade Required', 'send a WebSocket upgrade (Connection: Upgrade)')
+      },
+      wsHandler: (socket, request) => {
+        releaseUpgradeRequest(socket)
+        // Keep a pre-registered @fastify/websocket's shutdown from closing our sockets without a code; ours closes them with 1001.
+        app.websocketServer.clients?.delete(socket)
+        server.accept(socket, request)
+      }
+    })
   })
 }
