@@ -22,6 +22,8 @@ function showStatus () {
   const state = final ?? (values.every((value) => value === 'online') ? 'online' : values.includes('reconnecting') ? 'reconnecting' : 'connecting')
   const status = $('status')
   status.dataset.state = state
+  document.body.dataset.roomState = states.room
+  document.body.dataset.inboxState = states.inbox
   status.textContent = STATUS_TEXT[state]
   $('say').hidden = state !== 'online'
 }
