@@ -1,7 +1,7 @@
 /// <reference lib="dom" />
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { fileURLToPath } from 'node:url'
@@ -14,6 +14,8 @@ import { waitFor } from '../helpers/server.js'
 // cookie, the lobby and the private channel, and what the site refuses.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
 const bundle = fileURLToPath(new URL('../../dist/browser/mles-client.js', import.meta.url))
+const artifacts = fileURLToPath(new URL('../../test-artifacts/', import.meta.url))
+const screenshotForDocs = fileURLToPath(new URL('../../docs/website.png', import.meta.url))
 const PASSWORDS: Record<string, string> = { alice: 'wonderland', bob: 'the-builder', carol: 'christmas' }
 
 let browser: Browser
@@ -137,6 +139,10 @@ test('two signed-in users chat in the lobby, see who is online, and a second tab
   await see(alice, '#messages li', 'hi alice')
   assert.equal(await alice.locator('#messages li', { hasText: 'hi alice' }).locator('.who').textContent(), 'bob')
   assert.equal(await alice.locator('#messages li.mine', { hasText: 'hello bob' }).count(), 1, 'alice\'s own message shown once, as hers')
+  await see(alice, '#notices li', 'bob logged in')
+  mkdirSync(artifacts, { recursive: true })
+  await alice.screenshot({ path: `${artifacts}website.png` })
+  if (process.env.UPDATE_README_SCREENSHOT === '1') copyFileSync(`${artifacts}website.png`, screenshotForDocs)
 
   // The same user in a second tab: the uid is bound to the login, so Mles refuses it as a duplicate.
   const aliceAgain = await alice.context().newPage()
