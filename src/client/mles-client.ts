@@ -97,8 +97,11 @@ export interface MlesClientEvents {
 }
 
 /** Close codes after which reconnecting cannot help: the server refused this join for good. */
+/** Refusals that a retry cannot change: a bad header or key, or the server's `authorize` saying no (a timeout may pass). */
+const PERMANENT_REASONS = new Set(['authentication failed', 'forbidden', 'uid not allowed'])
+
 function isPermanentRefusal (code: number, reason: string): boolean {
-  return code === 1003 || code === 1009 || (code === 1008 && (reason === 'authentication failed' || reason.startsWith('invalid header')))
+  return code === 1003 || code === 1009 || (code === 1008 && (PERMANENT_REASONS.has(reason) || reason.startsWith('invalid header')))
 }
 
 const DEFAULT_DEDUP = 40_000
@@ -309,6 +312,8 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
     const willReconnect = this.currentState !== 'closed' && reconnect !== null && !isPermanentRefusal(code, reason) &&
       this.attempts < reconnect.maxAttempts
     this.emit('close', { code, reason, willReconnect })
+    // A 'close' listener may have called close(): that ends it.
+    if (this.currentState === 'closed') return
     if (!willReconnect || reconnect === null) {
       this.finish(code, reason)
       return

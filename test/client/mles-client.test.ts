@@ -158,3 +158,39 @@ test('no server: ready rejects when reconnecting is off', async () => {
   await assert.rejects(client.ready, /closed before joining/)
   assert.equal(client.state, 'closed')
 })
+
+test('a join refused by the server\'s authorize is not retried; close() in a close listener stops a reconnect', async () => {
+  let attempts = 0
+  const { app, url } = await startMles({
+    allowedOrigins: ['*'],
+    authorize: (_request, join) => {
+      attempts++
+      if (join.channel === 'taken') return true
+      return join.channel === 'bound' ? { uid: 'someone-else' } : false
+    }
+  })
+  for (const [channel, reason] of [['closed', 'forbidden'], ['bound', 'uid not allowed']]) {
+    attempts = 0
+    const client = new MlesClient(url, { uid: 'u', channel, reconnect: { minDelayMs: 10, maxDelayMs: 20 } })
+    const closes: Array<{ code: number, reason: string, willReconnect: boolean }> = []
+    client.on('close', (event) => { closes.push(event) })
+    await waitFor(() => closes.length > 0, 'the refusal')
+    await sleep(100) // five retry delays
+    assert.deepEqual(closes, [{ code: 1008, reason, willReconnect: false }])
+    assert.equal(attempts, 1)
+    assert.equal(client.state, 'closed')
+  }
+  // a duplicate uid is retried (the holder may be a dying connection) — unless a listener says stop
+  const holder = new MlesClient(url, { uid: 'u', channel: 'taken' })
+  await holder.ready
+  await waitForMembers(app, 'taken', 1)
+  attempts = 0
+  const second = new MlesClient(url, { uid: 'u', channel: 'taken', reconnect: { minDelayMs: 10, maxDelayMs: 20 } })
+  second.on('close', (event) => { if (event.willReconnect) void second.close() })
+  await waitFor(() => second.state === 'closed', 'the second client closed')
+  await sleep(100)
+  assert.equal(attempts, 1, 'no retry after close() in the listener')
+  assert.equal(second.state, 'closed')
+  await holder.close()
+  await app.close()
+})

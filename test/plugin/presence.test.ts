@@ -13,6 +13,7 @@ test('join and leave events carry channel, uid, ip and origin; members() lists t
   app.mles.on('leave', (event) => { events.push(['leave', event]) })
   const bob = await TestClient.join(url, { uid: 'bob', channel: 'room' }, { headers: { origin: 'https://site.example' } })
   const alice = await TestClient.join(url, { uid: 'alice', channel: 'room' })
+  assert.equal((await alice.next()).text, '{"uid":"bob","channel":"room"}')
   await waitForMembers(app, 'room', 2)
   assert.deepEqual(await app.mles.members('room'), ['alice', 'bob'])
   assert.deepEqual(await app.mles.members('nobody-here'), [])
