@@ -6,6 +6,9 @@ import { limiterKey } from './ip-limiter.js'
 
 type RateLimitPlugin = typeof import('@fastify/rate-limit').default
 
+/** @fastify/rate-limit's in-memory store is an LRU of 5000 by default; one entry is about 100 bytes. */
+const ADDRESSES_TRACKED = 100_000
+
 /** A request refused by the per-IP limit; answered 429 with its message. */
 export class PerIpLimitError extends Error {
   readonly statusCode = 429
@@ -60,6 +63,8 @@ export class PerIpLimit {
       hook: 'onRequest',
       max: perIpLimit,
       timeWindow: perIpWindowMs,
+      // Addresses tracked per route in memory (without redis); past it the least recent starts a new window.
+      cache: ADDRESSES_TRACKED,
       keyGenerator: (request) => limiterKey(request.ip),
       allowList: exempt === undefined ? [] : (request) => exempt(request),
       ban: -1,

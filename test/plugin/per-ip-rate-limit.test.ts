@@ -101,6 +101,20 @@ test('the HTTP API: requests without the right key count against perIpLimit and 
   await app.close()
 })
 
+test('the app\'s error handler still answers the other errors of the upgrade route', async () => {
+  const { app, url } = await startMles({ perIpLimit: 1 }, (app) => {
+    app.setErrorHandler(async (_error, _request, reply) => await reply.code(418).send({ teapot: true }))
+    // preValidation: an onRequest hook added before @fastify/websocket runs before it marks the request as an upgrade, and a refusal there leaves the socket open
+    app.addHook('preValidation', async (request) => {
+      if (request.headers['x-deny'] !== undefined) throw new Error('denied by the app')
+    })
+  })
+  const refused = await refusedUpgrade(url, 'mles-websocket', { headers: { 'x-deny': '1' } })
+  assert.equal(refused.status, 418)
+  assert.deepEqual(JSON.parse(refused.body), { teapot: true })
+  await app.close()
+})
+
 test('the upgrade\'s checks run in order: shutdown, then the per-IP limit, then the subprotocol', async () => {
   const { app, url } = await startMles({ perIpLimit: 1 })
   assert.equal((await refusedUpgrade(url, 'other-protocol')).status, 400, 'counted, then refused for the subprotocol')
