@@ -16,7 +16,7 @@ export interface MlesMetricsSnapshot {
   total_errors: number
   /** Connections the server closed for cause: join timeout, keep-alive timeout, slow consumer. */
   total_dropped_connections: number
-  /** Upgrades refused with 429 by the per-IP limit. */
+  /** Upgrades (and HTTP API requests without the right key) refused with 429 by the per-IP limit. */
   dropped_by_ip: number
   /** Frames over `maxMessageBytes`, dropped. */
   dropped_messages_oversize: number
