@@ -195,13 +195,29 @@ export class MlesEndpoint implements MlesApi, SessionContext {
 
   history (channel: string): MlesHistoryFrame[] {
     const history = this.hub.channel(channel)?.history ?? this.storedHistory(channel)
+    return history === undefined ? [] : this.framesOf(history)
+  }
+
+  private framesOf (history: HistoryRing): MlesHistoryFrame[] {
     const frames: MlesHistoryFrame[] = []
-    if (history === undefined) return frames
     for (let i = 0; i < history.size; i++) {
       const wire = history.at(i)
       frames.push({ data: Buffer.from(framePayload(wire)), isBinary: isBinaryFrame(wire) })
     }
     return frames
+  }
+
+  /**
+   * `history(channel)`, and in cluster mode, for a channel this node does not
+   * hold, the history Redis keeps (what a joiner here would be replayed).
+   */
+  async clusterHistory (channel: string): Promise<MlesHistoryFrame[]> {
+    if (this.cluster === null || this.hub.channel(channel) !== undefined) return this.history(channel)
+    const frames = await this.cluster.storedHistory(channel)
+    if (frames === null) return this.history(channel)
+    const ring = new HistoryRing(this.options.historyLimit, this.options.historyMaxBytes)
+    for (const frame of frames) ring.append(frame.payload, frame.isBinary)
+    return this.framesOf(ring)
   }
 
   /** The history a channel not used since the restart will have: what the store keeps, within the limits. */

@@ -79,7 +79,7 @@ export async function addHttpApi (app: FastifyInstance, server: MlesEndpoint, pe
     scope.get('/channels', { schema: channelsSchema, config }, async () => ({ channels: server.channels() }))
 
     scope.get<{ Params: ChannelParams }>('/channels/:name/history', { schema: historySchema, config }, async (request) => ({
-      frames: server.history(request.params.name).map((frame) => ({
+      frames: (await server.clusterHistory(request.params.name)).map((frame) => ({
         data: frame.data.toString(frame.isBinary ? 'base64' : 'utf8'),
         binary: frame.isBinary
       }))

@@ -280,6 +280,29 @@ export class RedisBus<M extends HubMember> implements Replication {
     return uids
   }
 
+  /**
+   * The last `historyLimit` frames of `channel` as Redis holds them, oldest
+   * first: the history of a channel this node does not hold. Null while Redis
+   * is away or fails.
+   */
+  async storedHistory (channel: string): Promise<Array<{ payload: Buffer, isBinary: boolean }> | null> {
+    if (this.commands.status !== 'ready') return null
+    if (this.options.historyLimit === 0) return []
+    try {
+      const entries = await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', this.options.historyLimit)
+      const frames: Array<{ payload: Buffer, isBinary: boolean }> = []
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const body = fieldValue(entries[i][1])
+        const entry = body === null ? null : decodeEntry(body)
+        if (entry !== null) frames.push({ payload: entry.payload, isBinary: entry.isBinary })
+      }
+      return frames
+    } catch (error) {
+      this.fault('reading a history', error)
+      return null
+    }
+  }
+
   /** Starts following `channel` for server-side subscribers. */
   follow (channel: string): void {
     this.watch(channel)

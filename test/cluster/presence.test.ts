@@ -72,3 +72,24 @@ test('authorize in cluster mode: frames held while it and the cluster join run a
   for (const client of [listener, slow, reader]) client.close()
   await close()
 })
+
+test('the HTTP API answers history and members cluster-wide: a node that holds nothing of the channel reads Redis', async () => {
+  const key = 'k'.repeat(24)
+  const { nodes, close } = await startNodes(2, { api: { key } })
+  const member = await TestClient.join(nodes[0].url, { uid: 'alice', channel: 'news' })
+  await waitForMembers(nodes[0].app, 'news', 1)
+  member.send('first')
+  member.send(Buffer.from([0, 255]))
+  await waitFor(() => nodes[0].app.mles.history('news').length === 3, 'three frames in the history')
+  const get = async (path: string): Promise<unknown> => {
+    const response = await fetch(`${nodes[1].url.replace('ws:', 'http:').replace(/\/$/, '')}/_mles/api${path}`, { headers: { authorization: `Bearer ${key}` } })
+    assert.equal(response.status, 200)
+    return await response.json()
+  }
+  assert.equal(nodes[1].app.mles.channels().some((channel) => channel.name === 'news'), false, 'node B holds nothing of it')
+  assert.deepEqual(await get('/channels/news/history'), { frames: [{ data: '{"uid":"alice","channel":"news"}', binary: false }, { data: 'first', binary: false }, { data: 'AP8=', binary: true }] })
+  assert.deepEqual(await get('/channels/news/members'), { members: ['alice'] })
+  assert.deepEqual(await get('/channels/none/history'), { frames: [] })
+  member.close()
+  await close()
+})
