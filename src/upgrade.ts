@@ -79,6 +79,22 @@ function releaseUpgradeRequest (ws: WebSocket): void {
   ws.removeAllListeners('error')
 }
 
+/**
+ * Closes the socket of an upgrade answered with plain HTTP, once the answer is
+ * out. @fastify/websocket writes that answer on a ServerResponse of its own,
+ * which Node's server never ends, and destroys the socket in its onResponse
+ * hook only if its onRequest hook ran first; an app's onRequest hook that
+ * throws or replies before it leaves the socket open, and app.close() waits
+ * for it. A plain request naming `Upgrade: websocket` is not an upgrade to
+ * Node (`upgrade` is false) and its keep-alive stays the server's business.
+ */
+function closeRefusedUpgrade (request: FastifyRequest, reply: FastifyReply): void {
+  if ((request.raw as IncomingMessage & { upgrade?: boolean }).upgrade !== true) return
+  const socket = request.raw.socket
+  reply.header('connection', 'close')
+  reply.raw.once('finish', () => { socket.destroySoon() })
+}
+
 function refuse (reply: FastifyReply, statusCode: number, error: string, message: string): FastifyReply {
   return reply.code(statusCode).send({ statusCode, error, message })
 }
@@ -164,6 +180,11 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
   }
 
   await app.register(async (scope) => {
+    // onSend runs for every answer on the route, however early the refusal; a hijacked (accepted) upgrade sends none.
+    scope.addHook('onSend', (request, reply, payload, done) => {
+      closeRefusedUpgrade(request, reply)
+      done(null, payload)
+    })
     if (perIp !== null) await perIp.register(scope)
     // Only the limit's refusals are ours to answer; anything else goes on to the app's error handler.
     scope.setErrorHandler((error: FastifyError, _request, reply) => {
