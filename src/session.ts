@@ -78,6 +78,7 @@ export class Session implements HubMember, KeepAliveTarget {
   memberIndex = -1
   readonly speaksV1 = false
   catchingUp = false
+  joinSequence = 0
   corked = false
   bufferLimit: number
   /** The channel entered, kept for the leave event after the hub has let the member go; '' before. */

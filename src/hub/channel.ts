@@ -9,8 +9,10 @@ export interface ChannelMember {
   isOpen: () => boolean
   /** A client of the legacy v1 TCP protocol: it gets frames as v1 `Msg` frames (see `V1Translator`). */
   readonly speaksV1: boolean
-  /** Cluster mode: the member joined while frames of this node were in flight, and gets frames only in cluster order until they land. */
+  /** Cluster mode: the member gets frames only in cluster order (from their echoes), until this node's frames in flight have landed. */
   catchingUp: boolean
+  /** Cluster mode: the hub's sequence number of the member's join frame until it is placed in the cluster order (its replay waits for it); 0 after. */
+  joinSequence: number
 }
 
 /** A frame of a channel as server-side subscribers see it. */
@@ -46,6 +48,8 @@ export class Channel<M extends ChannelMember = ChannelMember> {
   catchingUp = 0
   /** Members that speak v1. */
   v1Members = 0
+  /** Cluster mode: members whose join frame is on its way through the cluster, by its sequence number. */
+  private pendingJoins: Map<number, M> | null = null
 
   constructor (
     readonly name: string,
@@ -90,6 +94,10 @@ export class Channel<M extends ChannelMember = ChannelMember> {
       member.catchingUp = false
       this.catchingUp--
     }
+    if (member.joinSequence !== 0) {
+      this.pendingJoins?.delete(member.joinSequence)
+      member.joinSequence = 0
+    }
     if (this.byUid !== null && this.byUid.get(member.uid) === member) this.byUid.delete(member.uid)
     return true
   }
@@ -100,10 +108,32 @@ export class Channel<M extends ChannelMember = ChannelMember> {
     this.catchingUp++
   }
 
+  /** Ends the catch-up of every member but those whose join is still pending. */
   endCatchUp (): void {
     const members = this.members
-    for (let i = 0; i < members.length; i++) members[i].catchingUp = false
-    this.catchingUp = 0
+    let remaining = 0
+    for (let i = 0; i < members.length; i++) {
+      if (members[i].joinSequence === 0) members[i].catchingUp = false
+      else remaining++
+    }
+    this.catchingUp = remaining
+  }
+
+  /** Cluster mode: `member` gets nothing until its join frame, numbered `sequence`, is placed in the cluster order. */
+  awaitJoin (member: M, sequence: number): void {
+    this.startCatchUp(member)
+    member.joinSequence = sequence
+    this.pendingJoins ??= new Map()
+    this.pendingJoins.set(sequence, member)
+  }
+
+  /** The member whose join frame is `sequence`, now placed: it no longer waits (it may still be catching up). */
+  joinPlaced (sequence: number): M | undefined {
+    const member = this.pendingJoins?.get(sequence)
+    if (member === undefined) return undefined
+    this.pendingJoins?.delete(sequence)
+    member.joinSequence = 0
+    return member
   }
 
   /** Whether nothing but idle history keeps this channel. */

@@ -100,7 +100,9 @@ export class Hub<M extends HubMember> {
 
   /**
    * Adds `member` to channel `name`: replays the history to it, oldest first,
-   * then stores its join frame, which current members do not receive.
+   * then stores its join frame, which current members do not receive. In
+   * cluster mode the replay comes once the join frame has its place in the
+   * cluster order.
    * Returns null when an open connection already holds the member's uid there.
    */
   join (member: M, name: string, storedJoinFrame: Buffer, v1JoinFrame: Buffer | null = null): Channel<M> | null {
@@ -113,36 +115,41 @@ export class Hub<M extends HubMember> {
     }
     channel.add(member)
 
-    const history = channel.history
-    if (member.speaksV1) this.replayAsV1(member, channel)
-    else history.forEachRun((run) => { this.outbox.writeUnbounded(member, run) })
-    member.bufferLimit = this.limits.maxBufferedBytes + history.bytes
-    this.metrics.totalMessagesSent += history.size
     // v1 forwards joins to the members there (SPEC-v1 §6): v1 members hear of every join, in their form.
     if (this.v1 !== null && channel.v1Members > (member.speaksV1 ? 1 : 0)) {
       this.deliverV1(channel, v1JoinFrame ?? this.v1.frame(name, member.uid, NO_MESSAGE), member)
     }
 
     if (this.replication !== null) {
-      // Frames of this node still on their way through the cluster are in no
-      // replay yet: the joiner gets them, and everything after them, in
-      // cluster order from their echoes, so a publisher's order holds.
-      if (channel.lastLocalSequence > channel.settledSequence) channel.startCatchUp(member)
-      // Numbered too: a joiner that comes before it lands gets it from its echo, as it would from the history.
+      // The replay waits until the join frame has its place in the cluster
+      // order: then the history here holds exactly the frames before it, from
+      // every node, and everything after it reaches the joiner in that order.
       const sequence = ++this.sequence
       channel.lastLocalSequence = sequence
+      channel.awaitJoin(member, sequence)
       this.replication.publish(name, storedJoinFrame, false, member.uid, true, sequence)
       channel.lastActivity = Date.now()
       if (channel.listeners !== null) this.notify(channel, encodeFrame(storedJoinFrame, false), member.uid, true)
       return channel
     }
 
+    this.replay(member, channel)
+    const history = channel.history
     const wire = history.append(storedJoinFrame, false, member.uid, true)
     if (this.store !== null && history.lastAppendKept) this.store.append(name, wire, history.size)
     channel.lastActivity = Date.now()
     if (channel.listeners !== null) this.notify(channel, wire, member.uid, true)
     if (this.observer !== null) this.observer.joined(name, member.uid)
     return channel
+  }
+
+  /** Sends the history to a member, oldest first, in its protocol's form. */
+  private replay (member: M, channel: Channel<M>): void {
+    const history = channel.history
+    if (member.speaksV1) this.replayAsV1(member, channel)
+    else history.forEachRun((run) => { this.outbox.writeUnbounded(member, run) })
+    member.bufferLimit = this.limits.maxBufferedBytes + history.bytes
+    this.metrics.totalMessagesSent += history.size
   }
 
   /** Adds a member that takes no replay and makes no join (a v1 peer link). */
@@ -269,6 +276,7 @@ export class Hub<M extends HubMember> {
    * published, or were there before the join).
    */
   replicated (channel: Channel<M>, payload: Buffer, isBinary: boolean, uid: string | null, join: boolean, local: boolean, sequence: number): void {
+    if (local && join) this.joinPlaced(channel, sequence)
     const wire = channel.history.append(payload, isBinary, uid, join)
     channel.lastActivity = Date.now()
     if (local) {
@@ -288,8 +296,21 @@ export class Hub<M extends HubMember> {
   settleLocal (name: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
     const channel = this.channels.get(name)
     if (channel === undefined) return
+    if (join && sequence !== 0) this.joinPlaced(channel, sequence)
     const wire = channel.history.append(payload, isBinary, uid, join)
     if (sequence !== 0) this.settle(channel, wire, payload, uid, join, sequence)
+  }
+
+  /**
+   * A join frame of this node has its place in the cluster order, and the
+   * history holds what came before it: the joiner gets it as its replay. It
+   * stays catching up (and so in cluster order) while frames of this node
+   * published after the join are in flight.
+   */
+  private joinPlaced (channel: Channel<M>, sequence: number): void {
+    const member = channel.joinPlaced(sequence)
+    if (member === undefined || !member.isOpen()) return
+    this.replay(member, channel)
   }
 
   private settle (channel: Channel<M>, wire: Buffer, payload: Uint8Array, uid: string | null, join: boolean, sequence: number): void {
@@ -301,9 +322,9 @@ export class Hub<M extends HubMember> {
 
   /**
    * Writes a frame to the open members (only those catching up, if
-   * `catchingUpOnly`) but the one with `uid`: `wire` to WebSocket members,
-   * its v1 form to v1 members. A join goes to WebSocket members only when
-   * they are catching up (it stands for what their replay lacked).
+   * `catchingUpOnly`) but the one with `uid` and those whose own join is not
+   * placed yet: `wire` to WebSocket members, its v1 form to v1 members. A
+   * join goes to v1 members only (SPEC §2).
    */
   private deliver (channel: Channel<M>, wire: Buffer, payload: Uint8Array, uid: string | null, join: boolean, catchingUpOnly: boolean): void {
     const members = channel.members
@@ -311,8 +332,8 @@ export class Hub<M extends HubMember> {
     let v1Frame: Buffer | null = null
     for (let i = members.length - 1; i >= 0; i--) {
       const member = members[i]
-      if ((catchingUpOnly && !member.catchingUp) || member.uid === uid || !member.isOpen()) continue
-      if (join && !catchingUpOnly && !member.speaksV1) continue
+      if ((catchingUpOnly && !member.catchingUp) || member.joinSequence !== 0 || member.uid === uid || !member.isOpen()) continue
+      if (join && !member.speaksV1) continue
       if (member.speaksV1) v1Frame ??= (this.v1 as V1Translator).frame(channel.name, uid ?? '', join ? NO_MESSAGE : payload)
       if (this.outbox.write(member, member.speaksV1 ? v1Frame as Buffer : wire)) {
         delivered++

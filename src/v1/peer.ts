@@ -29,6 +29,7 @@ class PeerLink implements HubMember {
   memberIndex = -1
   readonly speaksV1 = true
   catchingUp = false
+  joinSequence = 0
   corked = false
   bufferLimit = 0
   socket: Socket

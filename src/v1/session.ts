@@ -39,6 +39,7 @@ export class V1Session implements HubMember {
   memberIndex = -1
   readonly speaksV1 = true
   catchingUp = false
+  joinSequence = 0
   corked = false
   bufferLimit: number
   /** The connection id of its first frame: unique among the v1 members of a channel. */
