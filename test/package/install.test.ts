@@ -44,6 +44,9 @@ function writePackageJson (folder: string): void {
   writeFileSync(join(folder, 'package.json'), JSON.stringify({ name: 'mles-user', version: '1.0.0', private: true, type: 'module' }) + '\n')
 }
 
+/** npm install from the cache still takes a while on a slow machine: more than the suite's 60 s per test. */
+const NPM_TIMEOUT_MS = 300_000
+
 before(async () => {
   // `npm test` has just built dist/; pack exactly that (prepare would build it again).
   work = mkdtempSync(join(tmpdir(), 'mles-packed-'))
@@ -52,7 +55,7 @@ before(async () => {
   app = join(work, 'app')
   writePackageJson(app)
   await npm(['install', '--omit=dev', join(work, packed[0].filename), `fastify@${installedVersion('fastify')}`], app)
-})
+}, { timeout: NPM_TIMEOUT_MS })
 
 after(() => { if (work !== '') rmSync(work, { recursive: true, force: true }) })
 
@@ -254,7 +257,7 @@ await Promise.all([a.close(), b.close()])
   server.child.kill()
 })
 
-test('a TypeScript consumer compiles against the installed types (strict, skipLibCheck off)', async () => {
+test('a TypeScript consumer compiles against the installed types (strict, skipLibCheck off)', { timeout: NPM_TIMEOUT_MS }, async () => {
   const consumer = join(app, 'consumer')
   mkdirSync(consumer, { recursive: true })
   writeFileSync(join(consumer, 'tsconfig.json'), JSON.stringify({
@@ -326,7 +329,7 @@ test('an optional feature without its package: one error naming the package to i
   assert.equal(bridge.stderr(), `mles-client: --mqtt-broker needs the package mqtt, which is not installed: npm install mqtt@${manifest.peerDependencies.mqtt}\n`)
 })
 
-test('with the optional peers installed beside it, the features load from the user\'s node_modules', async () => {
+test('with the optional peers installed beside it, the features load from the user\'s node_modules', { timeout: NPM_TIMEOUT_MS }, async () => {
   let redis: RedisProcess | undefined
   try {
     await npm(['install', '--omit=dev', ...['ioredis', 'lmdb', 'prom-client'].map((name) => `${name}@${installedVersion(name)}`)], app)
