@@ -27,18 +27,34 @@ const RELEASE_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`
 
-/** Extends our lease, takes it again if it expired (say Redis restarted), reports 0 if another connection holds it. */
+/**
+ * Extends each of our leases (KEYS, their tokens ARGV[2..]), takes one again
+ * if it expired (say Redis restarted), and answers 0 for one that another
+ * connection holds, 1 otherwise: every renewal of an interval in one call.
+ */
 const REFRESH_SCRIPT = `
-local holder = redis.call('GET', KEYS[1])
-if not holder then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
-if holder == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0`
+local ttl = ARGV[1]
+local held = {}
+for i = 1, #KEYS do
+  local holder = redis.call('GET', KEYS[i])
+  if not holder then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ttl)
+    held[i] = 1
+  elseif holder == ARGV[i + 1] then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+    held[i] = 1
+  else
+    held[i] = 0
+  end
+end
+return held`
 
 interface BusRedis extends Redis {
   /** `mlesPublish(count, ...streams, maxLength, ttlMs, ...(topic, entry) pairs)` */
   mlesPublish: (...args: Array<string | number | Buffer>) => Promise<number>
   mlesRelease: (key: string, token: string) => Promise<number>
-  mlesRefresh: (key: string, token: string, ttlMs: number) => Promise<number>
+  /** `mlesRefresh(count, ...keys, ttlMs, ...tokens)` */
+  mlesRefresh: (...args: Array<string | number>) => Promise<number[]>
 }
 
 export interface RedisBusOptions {
@@ -171,7 +187,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.subscriber = new Redis(options.url, { ...connection, connectionName: `mles-sub:${this.nodeId}` })
     this.commands.defineCommand('mlesPublish', { lua: PUBLISH_SCRIPT })
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
-    this.commands.defineCommand('mlesRefresh', { numberOfKeys: 1, lua: REFRESH_SCRIPT })
+    this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT })
     this.topicPrefix = options.keyPrefix + 'p:'
     this.topicPrefixBytes = Buffer.byteLength(this.topicPrefix)
 
@@ -528,16 +544,23 @@ export class RedisBus<M extends HubMember> implements Replication {
     }
   }
 
-  /** Every third of the lease time: renews our uid leases and retries reads that failed. */
+  /** Every third of the lease time: renews our uid leases (one script call per thousand) and retries reads that failed. */
   private maintain (): void {
     if (this.closed || this.commands.status !== 'ready') return
-    for (const lease of this.leases) {
-      this.commands.mlesRefresh(this.leaseKey(lease.channel, lease.uid), lease.token, this.options.leaseTtlMs).then((held) => {
-        if (held === 0 && this.leases.has(lease)) {
+    const leases = [...this.leases]
+    for (let start = 0; start < leases.length; start += MAX_BATCH) {
+      const batch = leases.slice(start, start + MAX_BATCH)
+      const args: Array<string | number> = [batch.length]
+      for (const lease of batch) args.push(this.leaseKey(lease.channel, lease.uid))
+      args.push(this.options.leaseTtlMs)
+      for (const lease of batch) args.push(lease.token)
+      this.commands.mlesRefresh(...args).then((held) => {
+        for (let i = 0; i < batch.length; i++) {
+          if (held[i] !== 0 || !this.leases.has(batch[i])) continue
           this.metrics.clusterErrors++
-          this.log.warn({ channel: lease.channel, uid: lease.uid }, 'mles: another node holds this uid too (joined while Redis was away)')
+          this.log.warn({ channel: batch[i].channel, uid: batch[i].uid }, 'mles: another node holds this uid too (joined while Redis was away)')
         }
-      }, (error: unknown) => { this.fault('renewing a uid lease', error) })
+      }, (error: unknown) => { this.fault('renewing uid leases', error) })
     }
     if (this.subscriber.status === 'ready') this.readStale()
   }

@@ -93,3 +93,29 @@ test('the HTTP API answers history and members cluster-wide: a node that holds n
   member.close()
   await close()
 })
+
+test('uid leases are renewed in one call per interval, kept past their TTL, and a lease taken over is reported', async () => {
+  const keyPrefix = `leases${++prefixSerial}:`
+  const options = { messagesPerSecond: 0, perIpLimit: 0, redis: { url: redis.url, keyPrefix, leaseTtlMs: 300 } }
+  const a = await startMles(options)
+  const b = await startMles(options)
+  const members = await Promise.all(Array.from({ length: 20 }, async (_, i) => await TestClient.join(a.url, { uid: `m${i}`, channel: 'leased' })))
+  await waitForMembers(a.app, 'leased', 20)
+  await sleep(150)
+  const evalCalls = async (): Promise<number> => {
+    const stats = await redis.inspector.info('commandstats')
+    return Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0) + Number(/cmdstat_eval:calls=(\d+)/.exec(stats)?.[1] ?? 0)
+  }
+  const before = await evalCalls()
+  await sleep(1000) // ten renewal intervals, three lease lifetimes
+  const calls = await evalCalls() - before
+  assert.ok(calls >= 5 && calls <= 15, `${calls} script calls for 20 leases over 10 intervals`)
+  const duplicate = await TestClient.join(b.url, { uid: 'm3', channel: 'leased' })
+  assert.deepEqual(await duplicate.closedWithin(), { code: 1008, reason: 'uid already joined on this channel' }, 'the lease outlived its TTL')
+  assert.ok(await redis.inspector.pttl(`${keyPrefix}u:6:leased:m3`) > 0)
+  const errors = a.app.mles.metrics().cluster_errors
+  await redis.inspector.set(`${keyPrefix}u:6:leased:m5`, 'another-node:1', 'PX', 5000)
+  await waitFor(() => a.app.mles.metrics().cluster_errors > errors, 'the taken-over lease reported')
+  for (const member of members) member.close()
+  await Promise.all([a.app.close(), b.app.close()])
+})
