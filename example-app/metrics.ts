@@ -22,5 +22,6 @@ export const EXTRA_METRICS = [
   'rejected_origin',
   'cluster_errors',
   'cluster_outages',
-  'cluster_unsent_frames'
+  'cluster_unsent_frames',
+  'cluster_dropped_frames'
 ] as const

@@ -44,8 +44,10 @@ export interface MlesMetricsSnapshot {
   cluster_errors: number
   /** Cluster mode: times the connection to Redis was lost. */
   cluster_outages: number
-  /** Cluster mode: frames that could not go to Redis (kept in this node's history and delivered here only). */
+  /** Cluster mode: frames that could not go to Redis at once: delivered and kept here, and sent from the outbox once Redis is back. */
   cluster_unsent_frames: number
+  /** Cluster mode: frames dropped from a full outbox (`redis.outboxBytes`): members on other nodes miss them. */
+  cluster_dropped_frames: number
 }
 
 /** The server's counters: plain fields, bumped in place on the hot path. */
@@ -69,6 +71,7 @@ export class Metrics {
   clusterErrors = 0
   clusterOutages = 0
   clusterUnsentFrames = 0
+  clusterDroppedFrames = 0
 
   snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
     return {
@@ -93,7 +96,8 @@ export class Metrics {
       dropped_messages_readonly: this.droppedReadonly,
       cluster_errors: this.clusterErrors,
       cluster_outages: this.clusterOutages,
-      cluster_unsent_frames: this.clusterUnsentFrames
+      cluster_unsent_frames: this.clusterUnsentFrames,
+      cluster_dropped_frames: this.clusterDroppedFrames
     }
   }
 }

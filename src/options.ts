@@ -140,6 +140,12 @@ export interface MlesRedisOptions {
   leaseTtlMs?: number
   /** How long `app.register` waits for Redis before failing. Default 5000 ms. */
   connectTimeoutMs?: number
+  /**
+   * Bytes of frames this node keeps for Redis while it is unreachable; they
+   * are written, in order, once it is back. Past it the oldest are dropped
+   * (counted as `cluster_dropped_frames`). Default 64 MiB.
+   */
+  outboxBytes?: number
 }
 
 /** Options after defaults, validated. */
@@ -242,13 +248,13 @@ function integerOption (name: keyof typeof INTEGER_RANGES, value: unknown): numb
   return value
 }
 
-const REDIS_KEYS = ['url', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs']
+const REDIS_KEYS = ['url', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes']
 
 function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
   if (value === undefined) return undefined
   const given = (typeof value === 'string' ? { url: value } : value) as Record<string, unknown>
   if (typeof given !== 'object' || given === null || Array.isArray(given)) {
-    throw new MlesOptionError('redis', `must be a redis:// URL or { url, keyPrefix?, leaseTtlMs?, connectTimeoutMs? } (got ${describe(value)})`)
+    throw new MlesOptionError('redis', `must be a redis:// URL or { url, keyPrefix?, leaseTtlMs?, connectTimeoutMs?, outboxBytes? } (got ${describe(value)})`)
   }
   for (const name of Object.keys(given)) {
     if (!REDIS_KEYS.includes(name)) throw new MlesOptionError(`redis.${name}`, `is not a setting of the Redis engine; known: ${REDIS_KEYS.join(', ')}`)
@@ -262,10 +268,10 @@ function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
   }
   const keyPrefix = given.keyPrefix ?? 'mles:'
   if (typeof keyPrefix !== 'string') throw new MlesOptionError('redis.keyPrefix', `must be a string (got ${describe(keyPrefix)})`)
-  const integer = (name: string, fallback: number, min: number): number => {
+  const integer = (name: string, fallback: number, min: number, max = MAX_TIMER_MS): number => {
     const setting = given[name] ?? fallback
-    if (typeof setting !== 'number' || !Number.isInteger(setting) || setting < min || setting > MAX_TIMER_MS) {
-      throw new MlesOptionError(`redis.${name}`, `must be an integer from ${min} to ${MAX_TIMER_MS} (got ${describe(setting)})`)
+    if (typeof setting !== 'number' || !Number.isInteger(setting) || setting < min || setting > max) {
+      throw new MlesOptionError(`redis.${name}`, `must be an integer from ${min} to ${max} (got ${describe(setting)})`)
     }
     return setting
   }
@@ -273,7 +279,8 @@ function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
     url: given.url as string,
     keyPrefix,
     leaseTtlMs: integer('leaseTtlMs', 15_000, 30),
-    connectTimeoutMs: integer('connectTimeoutMs', 5000, 1)
+    connectTimeoutMs: integer('connectTimeoutMs', 5000, 1),
+    outboxBytes: integer('outboxBytes', 64 * MiB, 0, Number.MAX_SAFE_INTEGER)
   }
 }
 

@@ -69,6 +69,8 @@ export interface RedisBusOptions {
   leaseTtlMs: number
   /** How long startup waits for Redis. */
   connectTimeoutMs: number
+  /** Bytes of frames kept for Redis while it is away; past it the oldest are dropped. */
+  outboxBytes: number
 }
 
 /** A uid held in a channel, cluster-wide. */
@@ -93,6 +95,10 @@ interface Outgoing {
   join: boolean
   sequence: number
   entry: Buffer
+  /** Already in this node's history and delivered here (it could not go to Redis at once): its echo only moves the cursor. */
+  settled: boolean
+  /** Publishing order on this node, across channels. */
+  serial: number
 }
 
 /** This node's view of one channel's stream. */
@@ -107,6 +113,10 @@ interface Watch {
   ready: Promise<void>
   /** Joins under way: the channel must stay while they finish. */
   admitting: number
+  /** The last sequence number applied per origin node: a frame sent twice (a retry after an unclear failure) is applied once. */
+  lastSequenceOf: Map<string, number>
+  /** Sequence numbers of this node's frames settled here while Redis was away, whose echo is still to come. */
+  settledHere: Set<number>
 }
 
 /** Notices held for one channel while it is read; past this, they are dropped and read from the stream afterwards. */
@@ -158,6 +168,17 @@ export class RedisBus<M extends HubMember> implements Replication {
   private inFlight = 0
   /** Frames published in this event-loop turn, sent together at its end. */
   private batch: Outgoing[] = []
+  /** Frames waiting for Redis (away, or too far behind), in publishing order; `outboxHead` is the first. */
+  private outbox: Outgoing[] = []
+  private outboxHead = 0
+  private outboxBytes = 0
+  private outboxDropsLogged = false
+  /** The last script call failed (Redis slow, frozen or failing while connected): frames are settled here until one succeeds. */
+  private sendFailing = false
+  private retryTimer: NodeJS.Timeout | null = null
+  private serial = 0
+  /** Script calls not answered yet, with their frames. */
+  private readonly inFlightBatches = new Set<Outgoing[]>()
   private maintenanceTimer: NodeJS.Timeout | null = null
   private closed = false
   /** Whether each connection has been ready before: a later 'ready' is a reconnection. */
@@ -327,12 +348,24 @@ export class RedisBus<M extends HubMember> implements Replication {
   // ---- Replication ------------------------------------------------------
 
   publish (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
-    if (this.commands.status !== 'ready' || this.inFlight >= MAX_IN_FLIGHT || this.closed) {
-      this.keepLocal(channel, payload, isBinary, uid, join, sequence)
+    const item: Outgoing = { channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload), settled: false, serial: ++this.serial }
+    if (this.closed) {
+      this.settleHere(item)
+      return
+    }
+    if (this.commands.status !== 'ready' || this.sendFailing) {
+      // Delivered and kept here now; the other nodes get it once Redis is back.
+      this.settleHere(item)
+      this.enqueue(item)
+      return
+    }
+    if (this.inFlight >= MAX_IN_FLIGHT || this.outboxHead < this.outbox.length) {
+      // Behind frames still waiting: after them, so each publisher's order holds.
+      this.enqueue(item)
       return
     }
     this.inFlight++
-    this.batch.push({ channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload) })
+    this.batch.push(item)
     if (this.batch.length === 1) setImmediate(this.sendBatch)
     else if (this.batch.length >= MAX_BATCH) this.sendBatch()
   }
@@ -342,23 +375,120 @@ export class RedisBus<M extends HubMember> implements Replication {
     const batch = this.batch
     if (batch.length === 0) return
     this.batch = []
+    this.send(batch)
+  }
+
+  private send (batch: Outgoing[]): void {
     const args: Array<string | number | Buffer> = [batch.length]
     for (const item of batch) args.push(this.streamKey(item.channel))
     args.push(this.options.historyLimit, this.options.channelIdleMs)
     for (const item of batch) args.push(this.topic(item.channel), item.entry)
+    this.inFlightBatches.add(batch)
     this.commands.mlesPublish(...args).then(() => {
+      this.inFlightBatches.delete(batch)
       this.inFlight -= batch.length
+      this.sendFailing = false
+      this.flushOutbox()
     }, (error: unknown) => {
+      this.inFlightBatches.delete(batch)
       this.inFlight -= batch.length
       this.fault('publishing', error)
-      for (const item of batch) this.keepLocal(item.channel, item.payload, item.isBinary, item.uid, item.join, item.sequence)
+      if (!this.sendFailing) {
+        this.sendFailing = true
+        // Whatever has not gone through is delivered and kept here now, in publishing order.
+        const waiting = [...batch, ...this.outbox.slice(this.outboxHead)]
+        for (const pending of this.inFlightBatches) waiting.push(...pending)
+        waiting.sort((x, y) => x.serial - y.serial)
+        for (const item of waiting) this.settleHere(item)
+      }
+      // Perhaps written after all (a timeout): sent again, the receivers apply it once.
+      this.requeue(batch)
+      this.retryLater()
     })
   }
 
-  private keepLocal (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
+  /** Delivers a frame here and keeps it in this node's history, once. */
+  private settleHere (item: Outgoing): void {
+    if (item.settled) return
+    item.settled = true
     this.metrics.clusterUnsentFrames++
+    if (item.sequence !== 0) this.watches.get(item.channel)?.settledHere.add(item.sequence)
     // After the hub's own fan-out of this frame, never inside it.
-    process.nextTick(() => { this.hub?.settleLocal(channel, payload, isBinary, uid, join, sequence) })
+    process.nextTick(() => { this.hub?.settleLocal(item.channel, item.payload, item.isBinary, item.uid, item.join, item.sequence) })
+  }
+
+  private enqueue (item: Outgoing): void {
+    this.outbox.push(item)
+    this.outboxBytes += item.entry.length
+    this.trimOutbox()
+  }
+
+  /** Frames whose sending failed go back into the outbox, where their publishing order puts them. */
+  private requeue (batch: Outgoing[]): void {
+    const waiting = this.outbox.slice(this.outboxHead)
+    let at = 0
+    while (at < waiting.length && waiting[at].serial < batch[0].serial) at++
+    this.outbox = [...waiting.slice(0, at), ...batch, ...waiting.slice(at)]
+    this.outboxHead = 0
+    for (const item of batch) this.outboxBytes += item.entry.length
+    this.trimOutbox()
+  }
+
+  /** Past `outboxBytes`, the oldest frames go: counted, and logged once per outage. */
+  private trimOutbox (): void {
+    let dropped = 0
+    while (this.outboxBytes > this.options.outboxBytes && this.outboxHead < this.outbox.length) {
+      const oldest = this.outbox[this.outboxHead++]
+      this.outboxBytes -= oldest.entry.length
+      this.watches.get(oldest.channel)?.settledHere.delete(oldest.sequence)
+      dropped++
+    }
+    if (dropped === 0) return
+    this.metrics.clusterDroppedFrames += dropped
+    this.compactOutbox()
+    if (!this.outboxDropsLogged) {
+      this.outboxDropsLogged = true
+      this.log.error(`mles: more than ${this.options.outboxBytes} bytes of frames waiting for Redis; dropping the oldest (counted as cluster_dropped_frames): members on other nodes will miss them`)
+    }
+  }
+
+  private compactOutbox (): void {
+    if (this.outboxHead > 1024 && this.outboxHead * 2 > this.outbox.length) {
+      this.outbox = this.outbox.slice(this.outboxHead)
+      this.outboxHead = 0
+    }
+  }
+
+  /** While sending fails on a live connection, one batch a second tries again. */
+  private retryLater (): void {
+    if (this.retryTimer !== null || this.closed) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null
+      this.flushOutbox()
+    }, 1000)
+    this.retryTimer.unref()
+  }
+
+  /** Sends what waits for Redis, in order, a batch at a time, as far as the in-flight bound allows (one batch while sending fails). */
+  private flushOutbox (): void {
+    let batches = 0
+    while (this.outboxHead < this.outbox.length && this.commands.status === 'ready' && this.inFlight < MAX_IN_FLIGHT && !this.closed && !(this.sendFailing && batches > 0)) {
+      batches++
+      const end = Math.min(this.outbox.length, this.outboxHead + MAX_BATCH)
+      const batch = this.outbox.slice(this.outboxHead, end)
+      this.outboxHead = end
+      for (const item of batch) this.outboxBytes -= item.entry.length
+      this.inFlight += batch.length
+      this.send(batch)
+    }
+    if (this.outboxHead >= this.outbox.length) {
+      this.outbox = []
+      this.outboxHead = 0
+      this.outboxBytes = 0
+      this.outboxDropsLogged = false
+    } else {
+      this.compactOutbox()
+    }
   }
 
   channelUnused (channel: string): void {
@@ -378,7 +508,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   private watch (channel: string): Watch {
     const existing = this.watches.get(channel)
     if (existing !== undefined) return existing
-    const watch: Watch = { cursor: null, held: null, stale: false, ready: Promise.resolve(), admitting: 0 }
+    const watch: Watch = { cursor: null, held: null, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set() }
     this.watches.set(channel, watch)
     this.hub?.channelOrCreate(channel)
     watch.ready = this.subscribeAndRead(channel, watch)
@@ -474,6 +604,12 @@ export class RedisBus<M extends HubMember> implements Replication {
       if (entry === null) this.metrics.clusterErrors++
       return
     }
+    if (entry.sequence !== 0) {
+      if (entry.sequence <= (watch.lastSequenceOf.get(entry.origin) ?? 0)) return
+      watch.lastSequenceOf.set(entry.origin, entry.sequence)
+      // Ours, already in the history here since Redis was away when it was published.
+      if (entry.origin === this.nodeId && watch.settledHere.delete(entry.sequence)) return
+    }
     if (historyOnly) {
       local.history.append(entry.payload, entry.isBinary, entry.uid, entry.join)
       return
@@ -515,6 +651,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     if (reconnected) {
       this.recovered()
       this.maintain()
+      this.flushOutbox()
     }
   }
 
@@ -569,7 +706,9 @@ export class RedisBus<M extends HubMember> implements Replication {
   async close (): Promise<void> {
     if (this.closed) return
     if (this.maintenanceTimer !== null) clearInterval(this.maintenanceTimer)
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer)
     this.sendBatch()
+    this.flushOutbox()
     if (this.commands.status === 'ready') {
       await Promise.allSettled([...this.leases].map(async (lease) => await this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token)))
     }
