@@ -43,6 +43,17 @@ async function start (options: StartWebsiteOptions = {}): Promise<RunningWebsite
   return site
 }
 
+/** `promise`, or a failure naming the step if it takes longer than `ms` (a hang then says where it is). */
+async function within<T> (ms: number, what: string, promise: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_resolve, reject) => { timer = setTimeout(() => { reject(new Error(`timed out after ${ms} ms waiting for ${what}`)) }, ms) })
+  try {
+    return await Promise.race([promise, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
 /** A browser profile of its own: its own cookie jar. */
 async function newContext (): Promise<BrowserContext> {
   const context = await browser.newContext({ viewport: { width: 1000, height: 720 } })
@@ -220,8 +231,8 @@ test('a visitor who is not signed in is refused with 1008 "forbidden", and an op
 
   // The site restarts: sessions were in memory, so alice's page reconnects and is refused for good.
   const port = site.address.port
-  await site.close()
-  const restarted = await start({ port })
+  await within(10_000, 'the site to close', site.close())
+  const restarted = await within(10_000, 'the site to start again', start({ port }))
   await alice.waitForSelector('body[data-room-state="signed-out"][data-inbox-state="signed-out"]', { timeout: 15_000 })
   assert.equal(await alice.locator('#status').getAttribute('data-state'), 'signed-out')
   assert.equal(await alice.locator('#status').textContent(), 'signed out')
