@@ -23,5 +23,6 @@ export const EXTRA_METRICS = [
   'cluster_errors',
   'cluster_outages',
   'cluster_unsent_frames',
-  'cluster_dropped_frames'
+  'cluster_dropped_frames',
+  'cluster_restored_channels'
 ] as const

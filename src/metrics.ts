@@ -48,6 +48,8 @@ export interface MlesMetricsSnapshot {
   cluster_unsent_frames: number
   /** Cluster mode: frames dropped from a full outbox (`redis.outboxBytes`): members on other nodes miss them. */
   cluster_dropped_frames: number
+  /** Cluster mode: channels whose history this node wrote back to a Redis that had lost it. */
+  cluster_restored_channels: number
 }
 
 /** The server's counters: plain fields, bumped in place on the hot path. */
@@ -72,6 +74,7 @@ export class Metrics {
   clusterOutages = 0
   clusterUnsentFrames = 0
   clusterDroppedFrames = 0
+  clusterRestoredChannels = 0
 
   snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
     return {
@@ -97,7 +100,8 @@ export class Metrics {
       cluster_errors: this.clusterErrors,
       cluster_outages: this.clusterOutages,
       cluster_unsent_frames: this.clusterUnsentFrames,
-      cluster_dropped_frames: this.clusterDroppedFrames
+      cluster_dropped_frames: this.clusterDroppedFrames,
+      cluster_restored_channels: this.clusterRestoredChannels
     }
   }
 }

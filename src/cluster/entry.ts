@@ -7,11 +7,14 @@
  *   · uid length (2, BE) · uid · payload
  *
  * flags: bit 0 binary frame, bit 1 join frame, bit 2 has a uid (a server-side
- * publish has none).
+ * publish has none), bit 3 restored (written back from a node's memory after
+ * Redis lost it: history for nodes that read the channel anew, nothing new
+ * for those that hold it).
  */
 const BINARY = 1
 const JOIN = 2
 const HAS_UID = 4
+const RESTORED = 8
 
 export interface ClusterEntry {
   /** The node that published it. */
@@ -21,14 +24,15 @@ export interface ClusterEntry {
   uid: string | null
   join: boolean
   isBinary: boolean
+  restored: boolean
   payload: Buffer
 }
 
-export function encodeEntry (origin: Buffer, sequence: number, uid: string | null, join: boolean, isBinary: boolean, payload: Uint8Array): Buffer {
+export function encodeEntry (origin: Buffer, sequence: number, uid: string | null, join: boolean, isBinary: boolean, payload: Uint8Array, restored = false): Buffer {
   const uidLength = uid === null ? 0 : Buffer.byteLength(uid)
   const headerLength = 1 + 1 + origin.length + 8 + 2 + uidLength
   const entry = Buffer.allocUnsafe(headerLength + payload.length)
-  entry[0] = (isBinary ? BINARY : 0) | (join ? JOIN : 0) | (uid === null ? 0 : HAS_UID)
+  entry[0] = (isBinary ? BINARY : 0) | (join ? JOIN : 0) | (uid === null ? 0 : HAS_UID) | (restored ? RESTORED : 0)
   entry[1] = origin.length
   origin.copy(entry, 2)
   let offset = 2 + origin.length
@@ -62,6 +66,7 @@ export function decodeEntry (entry: Buffer): ClusterEntry | null {
     uid,
     join: (flags & JOIN) !== 0,
     isBinary: (flags & BINARY) !== 0,
+    restored: (flags & RESTORED) !== 0,
     payload: entry.subarray(offset)
   }
 }

@@ -3,6 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
 import type { Hub, HubMember, Replication } from '../hub/hub.js'
 import type { Metrics } from '../metrics.js'
+import { framePayload, isBinaryFrame } from '../protocol/frame.js'
 import { decodeEntry, encodeEntry, StreamId } from './entry.js'
 
 /**
@@ -21,6 +22,19 @@ for i = 1, #KEYS do
   redis.call('PUBLISH', ARGV[2 * i + 1], id .. ' ' .. entry)
 end
 return #KEYS`
+
+/**
+ * Writes a channel's history back from a node's memory, only if Redis has no
+ * stream for it (it restarted empty): the first node back restores it, the
+ * others find it there. No notices: the nodes that hold the channel have it.
+ */
+const RESTORE_SCRIPT = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`
 
 /** Deletes a uid lease only if it is still ours. */
 const RELEASE_SCRIPT = `
@@ -53,6 +67,8 @@ interface BusRedis extends Redis {
   /** `mlesPublish(count, ...streams, maxLength, ttlMs, ...(topic, entry) pairs)` */
   mlesPublish: (...args: Array<string | number | Buffer>) => Promise<number>
   mlesRelease: (key: string, token: string) => Promise<number>
+  /** `mlesRestore(stream, maxLength, ttlMs, ...entries)` */
+  mlesRestore: (...args: Array<string | number | Buffer>) => Promise<number>
   /** `mlesRefresh(count, ...keys, ttlMs, ...tokens)` */
   mlesRefresh: (...args: Array<string | number>) => Promise<number[]>
 }
@@ -208,6 +224,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.subscriber = new Redis(options.url, { ...connection, connectionName: `mles-sub:${this.nodeId}` })
     this.commands.defineCommand('mlesPublish', { lua: PUBLISH_SCRIPT })
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
+    this.commands.defineCommand('mlesRestore', { numberOfKeys: 1, lua: RESTORE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT })
     this.topicPrefix = options.keyPrefix + 'p:'
     this.topicPrefixBytes = Buffer.byteLength(this.topicPrefix)
@@ -604,6 +621,8 @@ export class RedisBus<M extends HubMember> implements Replication {
       if (entry === null) this.metrics.clusterErrors++
       return
     }
+    // Restored history is news only to a node reading the channel anew.
+    if (entry.restored && !historyOnly) return
     if (entry.sequence !== 0) {
       if (entry.sequence <= (watch.lastSequenceOf.get(entry.origin) ?? 0)) return
       watch.lastSequenceOf.set(entry.origin, entry.sequence)
@@ -651,7 +670,39 @@ export class RedisBus<M extends HubMember> implements Replication {
     if (reconnected) {
       this.recovered()
       this.maintain()
-      this.flushOutbox()
+      // History first, then what waited: a restored stream keeps its order.
+      this.restoreHistories().then(() => { this.flushOutbox() }, (error: unknown) => {
+        this.fault('restoring histories', error)
+        this.flushOutbox()
+      })
+    }
+  }
+
+  /**
+   * After a reconnection: every channel held here whose stream Redis no
+   * longer has (it restarted without persistence) gets its history back from
+   * this node's copy — but for this node's frames still waiting in the
+   * outbox, which follow as they are.
+   */
+  private async restoreHistories (): Promise<void> {
+    const restores: Array<Promise<number>> = []
+    for (const [channel, watch] of this.watches) {
+      const local = this.hub?.channel(channel)
+      if (local === undefined || this.options.historyLimit === 0) continue
+      const history = local.history
+      const kept = history.size - watch.settledHere.size
+      if (kept <= 0) continue
+      const args: Array<string | number | Buffer> = [this.streamKey(channel), this.options.historyLimit, this.options.channelIdleMs]
+      for (let i = 0; i < kept; i++) {
+        const wire = history.at(i)
+        args.push(encodeEntry(this.nodeIdBytes, 0, history.senderAt(i), history.isJoinAt(i), isBinaryFrame(wire), framePayload(wire), true))
+      }
+      restores.push(this.commands.mlesRestore(...args))
+    }
+    const restored = (await Promise.all(restores)).filter((done) => done === 1).length
+    if (restored > 0) {
+      this.metrics.clusterRestoredChannels += restored
+      this.log.warn(`mles: Redis came back without the history of ${restored} channel(s); restored it from this node's memory`)
     }
   }
 

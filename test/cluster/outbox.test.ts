@@ -68,3 +68,41 @@ test('past redis.outboxBytes the oldest waiting frames are dropped, counted and 
     await redis.cleanup()
   }
 })
+
+test('Redis restarted empty: the history comes back from the nodes\' memory, the outage frames follow once, and a new node replays it all', async () => {
+  const redis = await startRedis()
+  const options: MlesOptions = { messagesPerSecond: 0, redis: { url: redis.url, leaseTtlMs: 900 } }
+  const { a, b, sender, local, remote } = await pair(options)
+  let c: Awaited<ReturnType<typeof startMles>> | undefined
+  try {
+    sender.send('old 1')
+    remote.send('old 2')
+    assert.deepEqual(await local.texts(2), ['old 1', 'old 2'])
+    assert.deepEqual(await remote.texts(1), ['old 1'])
+    await waitFor(() => a.app.mles.history('c').length === 5 && b.app.mles.history('c').length === 5, 'the history on both nodes')
+    const before = a.app.mles.history('c').map((frame) => frame.data.toString())
+    await redis.stop()
+    await waitFor(() => a.app.mles.metrics().cluster_outages === 1, 'the outage noticed')
+    sender.send('during 1')
+    sender.send('during 2')
+    assert.deepEqual(await local.texts(2), ['during 1', 'during 2'])
+    await redis.restart()
+    assert.deepEqual(await remote.texts(2, 15_000), ['during 1', 'during 2'])
+    await waitFor(() => a.app.mles.metrics().cluster_restored_channels + b.app.mles.metrics().cluster_restored_channels === 1, 'one node restored the channel')
+    await remote.expectSilence(500)
+    await local.expectSilence(10)
+
+    c = await startMles(options)
+    const newcomer = await TestClient.join(c.url, { uid: 'newcomer', channel: 'c' })
+    assert.deepEqual(await newcomer.texts(7, 5000), [...before, 'during 1', 'during 2'], 'the old history, then the outage frames, once each')
+    await newcomer.expectSilence(300)
+    sender.send('all back')
+    assert.equal((await newcomer.next()).text, 'all back')
+    assert.equal((await remote.next()).text, 'all back')
+    newcomer.close()
+  } finally {
+    for (const client of [sender, local, remote]) client.close()
+    await Promise.all([a.app.close(), b.app.close(), c?.app.close()])
+    await redis.cleanup()
+  }
+})
