@@ -108,7 +108,8 @@ const PACKAGES: Partial<Record<SystemName, [string, string]>> = {
   mosquitto: ['mosquitto', 'mosquitto'],
   nats: ['nats-server', 'nats-server'],
   'mles-redis': ['redis-server', 'redis-server'],
-  'mles-workers2': ['redis-server', 'redis-server']
+  'mles-workers2': ['redis-server', 'redis-server'],
+  'socket.io-redis': ['redis-server', 'redis-server']
 }
 systems = systems.filter((system) => {
   const needed = PACKAGES[system]
@@ -146,6 +147,17 @@ async function stopChild (child: ChildProcess): Promise<void> {
 }
 
 async function startServer (system: SystemName): Promise<RunningServer> {
+  if (system === 'socket.io-redis') {
+    // Pinned like the other single-process servers; its Redis is not.
+    const redis = await startRedisServer()
+    try {
+      const server = await startNodeServer(system, { MLES_BENCH_REDIS_URL: `redis://127.0.0.1:${redis.port}` })
+      return { ...server, stop: async () => { await server.stop(); await stopChild(redis.child) } }
+    } catch (error) {
+      await stopChild(redis.child)
+      throw error
+    }
+  }
   if (CLUSTER_SYSTEMS.has(system)) {
     // Not pinned: the workers are there to use both cores (Redis and the generator share them).
     const redis = await startRedisServer()
@@ -161,9 +173,14 @@ async function startServer (system: SystemName): Promise<RunningServer> {
     const { child, port } = system === 'mosquitto' ? await startMosquitto(serverPin) : await startNats(serverPin)
     return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
   }
+  return await startNodeServer(system)
+}
+
+/** One of the Node servers of bench/servers, started (pinned) and ready on its port. */
+async function startNodeServer (system: SystemName, env: Record<string, string> = {}): Promise<RunningServer> {
   const script = join(here, 'servers', `${system}.js`)
   const command = [...serverPin, process.execPath, '--expose-gc', script]
-  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
   const port = await new Promise<number>((resolve, reject) => {
     let output = ''
     child.stdout?.on('data', (chunk: Buffer) => {
@@ -179,7 +196,7 @@ async function startServer (system: SystemName): Promise<RunningServer> {
 async function measure (system: SystemName, job: Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>): Promise<Measurement> {
   const server = await startServer(system)
   try {
-    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: system !== 'mosquitto' && system !== 'nats' && !CLUSTER_SYSTEMS.has(system) }
+    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: system !== 'mosquitto' && system !== 'nats' && (!CLUSTER_SYSTEMS.has(system) || system === 'socket.io-redis') }
     const command = [...generatorPin, process.execPath, join(here, 'generator.js'), JSON.stringify(full)]
     const generator = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
@@ -293,6 +310,9 @@ const rtOneWorker = median(find('mles-redis', 'W2', w2), 'round_trips_per_s')
 const rtTwoWorkers = median(find('mles-workers2', 'W2', w2), 'round_trips_per_s')
 if (rtOneWorker !== undefined && rtTwoWorkers !== undefined) check('W2 with --workers 2 and Redis ≥ 1.6× one worker with Redis', rtTwoWorkers / rtOneWorker, (r) => r >= 1.6, (r) => `${r.toFixed(2)}×`)
 if (rtOurs !== undefined && rtTwoWorkers !== undefined) check('W2 with --workers 2 and Redis ≥ 1.6× the single-process plugin', rtTwoWorkers / rtOurs, (r) => r >= 1.6, (r) => `${r.toFixed(2)}×`)
+if (rtOneWorker !== undefined && rtOurs !== undefined) check('W2 with one node on Redis ≥ 0.8× the in-memory node', rtOneWorker / rtOurs, (r) => r >= 0.8, (r) => `${r.toFixed(2)}×`)
+const rtSocketIoRedis = median(find('socket.io-redis', 'W2', w2), 'round_trips_per_s')
+if (rtOneWorker !== undefined && rtSocketIoRedis !== undefined) check('W2 with one node on Redis ≥ 3× socket.io + Redis adapter', rtOneWorker / rtSocketIoRedis, (r) => r >= 3, (r) => `${r.toFixed(1)}×`)
 check('W3 ≤ 6 KB per idle connection (settled)', median(find('fastify-mles', 'W3', { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }), 'kb_per_conn'), (v) => v <= 6, (v) => `${v.toFixed(2)} KB`)
 const w5 = find('fastify-mles', 'W5', { n: 100, size: 64, slow: sizes.slow })
 const d5 = median(w5, 'deliveries_per_s')

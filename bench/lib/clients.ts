@@ -1,9 +1,9 @@
 import { RawWebSocket } from './raw-ws.js'
 
 /** The systems the benchmark compares. */
-export const SYSTEMS = ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io', 'mosquitto', 'nats', 'mles-redis', 'mles-workers2'] as const
+export const SYSTEMS = ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io', 'mosquitto', 'nats', 'mles-redis', 'mles-workers2', 'socket.io-redis'] as const
 /** The `mles` command joined through Redis: one worker, and two sharing the port (`--cluster`, W2 only). */
-export const CLUSTER_SYSTEMS: ReadonlySet<SystemName> = new Set<SystemName>(['mles-redis', 'mles-workers2'])
+export const CLUSTER_SYSTEMS: ReadonlySet<SystemName> = new Set<SystemName>(['mles-redis', 'mles-workers2', 'socket.io-redis'])
 export type SystemName = typeof SYSTEMS[number]
 
 export interface BenchHandlers {
@@ -216,6 +216,7 @@ export const CONNECTORS: Record<SystemName, Connector> = {
   'ws-basic': connectMles,
   'ws-ceiling': connectMles,
   'socket.io': connectSocketIo,
+  'socket.io-redis': connectSocketIo,
   mosquitto: connectMqtt,
   nats: connectNats
 }

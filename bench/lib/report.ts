@@ -71,7 +71,7 @@ export function table (entries: Entry[]): string {
 interface Panel { title: string, unit: string, bars: Array<{ label: string, value: number }>, lowerIsBetter: boolean }
 
 const COLORS: Record<string, string> = {
-  'fastify-mles': '#2b7a3d', 'ws-ceiling': '#7f8c8d', 'ws-basic': '#b0b7bb', 'socket.io': '#c0392b', mosquitto: '#8e44ad', nats: '#2c6fbb'
+  'fastify-mles': '#2b7a3d', 'ws-ceiling': '#7f8c8d', 'ws-basic': '#b0b7bb', 'socket.io': '#c0392b', 'socket.io-redis': '#e67e73', mosquitto: '#8e44ad', nats: '#2c6fbb'
 }
 
 function escape (text: string): string {
