@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fastifyPlugin from 'fastify-plugin'
 import fastifyWebsocket from '@fastify/websocket'
@@ -39,7 +40,10 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
   await server.start()
   app.decorate('mles', server as MlesApi)
   // preClose, not onClose: upgraded sockets hold the HTTP server open, so they must close before it can.
-  app.addHook('preClose', async () => { await server.close() })
+  app.addHook('preClose', async () => {
+    refuseUpgradesWhileClosing(app)
+    await server.close()
+  })
   let perIp: PerIpLimit | null
   try {
     perIp = await PerIpLimit.create(server)
@@ -53,6 +57,26 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
     const { addHttpApi } = await import('./http-api.js')
     await addHttpApi(app, server, perIp)
   }
+}
+
+const SHUTTING_DOWN_BODY = JSON.stringify({ statusCode: 503, error: 'Service Unavailable', message: 'the server is shutting down' })
+const SHUTTING_DOWN = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n' +
+  `Content-Length: ${Buffer.byteLength(SHUTTING_DOWN_BODY)}\r\n\r\n${SHUTTING_DOWN_BODY}`
+
+/**
+ * From the start of `app.close()`, every upgrade gets 503 and its socket is
+ * closed. Otherwise Fastify's own 503 for a closing server goes to the
+ * socket @fastify/websocket keeps for the upgrade, nothing ever ends it, and
+ * the HTTP server waits for it forever (a client reconnecting during the
+ * shutdown is enough).
+ */
+function refuseUpgradesWhileClosing (app: FastifyInstance): void {
+  const httpServer = app.server
+  for (const listener of httpServer.listeners('upgrade')) httpServer.off('upgrade', listener as (...args: unknown[]) => void)
+  httpServer.on('upgrade', (_request: unknown, socket: Duplex) => {
+    socket.on('error', () => {})
+    socket.end(SHUTTING_DOWN)
+  })
 }
 
 /**
