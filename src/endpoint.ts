@@ -55,7 +55,8 @@ function openHistoryStore (options: ResolvedOptions, parts: OptionalParts, log: 
 export class MlesEndpoint implements MlesApi, SessionContext {
   readonly counters = new Metrics()
   readonly hub: Hub<HubMember>
-  readonly limiter: PerIpLimiter
+  /** The v1 listener's per-IP limit (WebSocket upgrades are limited by @fastify/rate-limit); null without v1. */
+  private readonly v1Limiter: PerIpLimiter | null
   readonly cluster: RedisBus<HubMember> | null
   private readonly presence: Presence
   private readonly v1: V1Listener | null
@@ -90,15 +91,15 @@ export class MlesEndpoint implements MlesApi, SessionContext {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
     }, this.store, this.cluster, translator)
     this.peers = options.v1?.peer === undefined || parts.v1Peers === null ? null : new parts.v1Peers.V1PeerLinks(this.hub, options.v1.peer, keyMode, this.counters, log)
-    this.limiter = new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
-    this.v1 = parts.v1 === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster, memberJoined: this.memberJoined, memberLeft: this.memberLeft }, this.limiter, this.counters, log)
+    this.v1Limiter = parts.v1 === null ? null : new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
+    this.v1 = parts.v1 === null || this.v1Limiter === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster, memberJoined: this.memberJoined, memberLeft: this.memberLeft }, this.v1Limiter, this.counters, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
     const maintenanceMs = Math.min(60_000, Math.max(10, Math.floor(Math.min(options.channelIdleMs, options.perIpWindowMs) / 2)))
     this.maintenanceTimer = setInterval(() => {
       const now = Date.now()
       this.hub.expireIdle(now)
-      this.limiter.sweep(now)
+      this.v1Limiter?.sweep(now)
     }, maintenanceMs)
     this.maintenanceTimer.unref()
   }

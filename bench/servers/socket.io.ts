@@ -1,17 +1,4 @@
 // Baseline: socket.io 4 rooms, websocket transport only, binary events.
-import { createServer } from 'node:http'
-import { Server } from 'socket.io'
-import { serve } from './common.js'
+import { serveSocketIoRooms } from './socket-io-rooms.js'
 
-const server = createServer()
-const io = new Server(server, { serveClient: false, transports: ['websocket'], maxHttpBufferSize: 2 * 1024 * 1024 })
-io.on('connection', (socket) => {
-  let room = ''
-  socket.on('join', (name: string, ack?: () => void) => {
-    room = name
-    void socket.join(name)
-    ack?.()
-  })
-  socket.on('msg', (data: Buffer) => { socket.to(room).emit('msg', data) })
-})
-server.listen(0, '127.0.0.1', () => { serve((server.address() as { port: number }).port) })
+serveSocketIoRooms()

@@ -1,27 +1,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { parseCommandLine, type ServerConfig } from '../../example-app/config.js'
 import { runCli } from '../helpers/cli.js'
 import { TestClient } from '../helpers/client.js'
 import { makeWebRoot, startStandalone } from '../helpers/standalone.js'
+import { parseCommandLine } from '../../example-app/config.js'
+import { config, failure } from '../helpers/command-line.js'
 
 const www = makeWebRoot({ 'a.test/index.html': '<h1>A</h1>' })
 const base = ['-d', 'a.test', '-w', www]
 const KEY = 'an-api-key-of-some-length'
-
-function config (argv: string[], env: Record<string, string> = {}): ServerConfig {
-  const result = parseCommandLine(argv, env, '1.2.3')
-  if (result.kind !== 'config') throw new Error(`expected a config, got exit ${result.code}: ${result.output}`)
-  return result.config
-}
-
-function failure (argv: string[], env: Record<string, string> = {}): string {
-  const result = parseCommandLine(argv, env, '1.2.3')
-  if (result.kind !== 'exit') throw new Error(`expected a refusal for ${argv.join(' ')}`)
-  assert.equal(result.code, 2)
-  assert.equal(result.output.split('\n').filter(Boolean).length, 1, `one line: ${result.output}`)
-  return result.output
-}
 
 test('--api-key and MLES_API_KEY: off without either, the flag wins, and the help names both', () => {
   assert.equal(config(base).apiKey, undefined)

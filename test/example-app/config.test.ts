@@ -3,27 +3,12 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, parseCommandLine, type ServerConfig } from '../../example-app/config.js'
+import { LETS_ENCRYPT_PRODUCTION, LETS_ENCRYPT_STAGING, parseCommandLine } from '../../example-app/config.js'
+import { config, failure } from '../helpers/command-line.js'
 
 const www = mkdtempSync(join(tmpdir(), 'mles-www-'))
 const file = join(www, 'file.pem')
 writeFileSync(file, 'x')
-
-function config (argv: string[], env: Record<string, string> = {}): ServerConfig {
-  const result = parseCommandLine(argv, env, '1.2.3')
-  if (result.kind !== 'config') throw new Error(`expected a config, got exit ${result.code}: ${result.output}`)
-  return result.config
-}
-
-function failure (argv: string[], env: Record<string, string> = {}): string {
-  const result = parseCommandLine(argv, env, '1.2.3')
-  assert.equal(result.kind, 'exit', `expected a refusal for ${argv.join(' ')}`)
-  if (result.kind !== 'exit') throw new Error('unreachable')
-  assert.equal(result.code, 2)
-  assert.equal(result.output.split('\n').filter(Boolean).length, 1, `one line: ${result.output}`)
-  assert.match(result.output, /^mles: /)
-  return result.output
-}
 
 test('the reference defaults (SPEC §8) and ours', () => {
   const c = config(['--domains', 'Example.COM', '--wwwroot', www])
