@@ -90,7 +90,7 @@ const plugin: FastifyPluginAsync<MlesOptions> = fastifyPlugin(mles, {
 
 export default plugin
 export { plugin as mles }
-export type { MlesOptions, MlesRedisOptions, MlesV1Options, ResolvedOptions, MlesAuthorize, MlesAuthorization, MlesJoinRequest, MlesOriginCheck, MlesHttpApiOptions } from './options.js'
+export type { MlesOptions, MlesRedisOptions, MlesRedisSettings, MlesV1Options, ResolvedOptions, MlesAuthorize, MlesAuthorization, MlesJoinRequest, MlesOriginCheck, MlesHttpApiOptions } from './options.js'
 export { MlesOptionError, DEFAULT_OPTIONS } from './options.js'
 export { MlesMissingPackageError, type OptionalPackage } from './optional.js'
 export type { MlesApi, MlesChannelInfo, MlesHistoryFrame, MlesPublishOptions, MlesMemberEvent, MlesMemberEventName, MlesMemberListener } from './api.js'

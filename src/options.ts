@@ -71,9 +71,10 @@ export interface MlesOptions {
   maxBufferedBytes?: number
   /**
    * Runs this endpoint as one node of a cluster joined through Redis: a Redis
-   * URL (`redis://[:password@]host[:port][/db]`, `rediss://` for TLS) or
-   * `{ url, ... }` for the finer settings. Channels, history and uids then
-   * span every node using the same Redis and `keyPrefix`. Default: none (one node).
+   * URL (`redis://[:password@]host[:port][/db]`, `rediss://` for TLS),
+   * `{ url, ... }` for the finer settings, or `{ cluster: [urls], ... }` for a
+   * Redis Cluster. Channels, history and uids then span every node using the
+   * same Redis and `keyPrefix`. Default: none (one node).
    */
   redis?: string | MlesRedisOptions
   /**
@@ -130,11 +131,23 @@ export interface MlesV1Options {
   peerRetryMaxMs?: number
 }
 
-/** The Redis engine's settings (option `redis`). */
-export interface MlesRedisOptions {
-  /** `redis://` or `rediss://` URL. */
+/** The Redis engine's settings (option `redis`): `url` for one Redis, or `cluster` for a Redis Cluster. */
+export type MlesRedisOptions = MlesRedisSettings & ({
+  /** `redis://` or `rediss://` URL of one Redis. */
   url: string
-  /** Prefix of every key and pub/sub channel used; nodes sharing it share channels. Default `'mles:'`. */
+  cluster?: undefined
+} | {
+  /**
+   * Redis Cluster: `redis://` or `rediss://` URLs of some of its masters (the
+   * rest are discovered). Each channel's keys then share one hash slot.
+   */
+  cluster: readonly string[]
+  url?: undefined
+})
+
+/** The settings of the Redis engine that do not name the server. */
+export interface MlesRedisSettings {
+  /** Prefix of every key and pub/sub channel used; nodes sharing it share channels. Default `'mles:'`. With `cluster`, no braces. */
   keyPrefix?: string
   /** How long a crashed node's uids stay taken; renewed every third of it. Default 15 000 ms. */
   leaseTtlMs?: number
@@ -146,6 +159,12 @@ export interface MlesRedisOptions {
    * (counted as `cluster_dropped_frames`). Default 64 MiB.
    */
   outboxBytes?: number
+}
+
+/** The Redis engine's settings after defaults: exactly one of `url` and `cluster`. */
+export interface ResolvedRedisOptions extends Required<MlesRedisSettings> {
+  url: string | undefined
+  cluster: string[] | undefined
 }
 
 /** Options after defaults, validated. */
@@ -164,7 +183,7 @@ export interface ResolvedOptions {
   perIpLimit: number
   perIpWindowMs: number
   maxBufferedBytes: number
-  redis: Required<MlesRedisOptions> | undefined
+  redis: ResolvedRedisOptions | undefined
   v1: { port: number, host: string, addressKey: string | undefined, peer: { host: string, port: number, retryMinMs: number, retryMaxMs: number } | undefined } | undefined
   historyDir: string | undefined
   historyFlushMs: number
@@ -248,26 +267,49 @@ function integerOption (name: keyof typeof INTEGER_RANGES, value: unknown): numb
   return value
 }
 
-const REDIS_KEYS = ['url', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes']
+const REDIS_KEYS = ['url', 'cluster', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes']
 
-function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
+/** Whether `value` is a redis:// or rediss:// URL. */
+function isRedisUrl (value: unknown): value is string {
+  if (typeof value !== 'string') return false
+  try {
+    const scheme = new URL(value).protocol
+    return scheme === 'redis:' || scheme === 'rediss:'
+  } catch {
+    return false
+  }
+}
+
+function redisOption (value: unknown): ResolvedRedisOptions | undefined {
   if (value === undefined) return undefined
   const given = (typeof value === 'string' ? { url: value } : value) as Record<string, unknown>
   if (typeof given !== 'object' || given === null || Array.isArray(given)) {
-    throw new MlesOptionError('redis', `must be a redis:// URL or { url, keyPrefix?, leaseTtlMs?, connectTimeoutMs?, outboxBytes? } (got ${describe(value)})`)
+    throw new MlesOptionError('redis', `must be a redis:// URL, { url, ... } or { cluster: [urls], ... } (got ${describe(value)})`)
   }
   for (const name of Object.keys(given)) {
     if (!REDIS_KEYS.includes(name)) throw new MlesOptionError(`redis.${name}`, `is not a setting of the Redis engine; known: ${REDIS_KEYS.join(', ')}`)
   }
-  let scheme = ''
-  try {
-    if (typeof given.url === 'string') scheme = new URL(given.url).protocol
-  } catch {}
-  if (scheme !== 'redis:' && scheme !== 'rediss:') {
+  let cluster: string[] | undefined
+  if (given.cluster !== undefined) {
+    if (given.url !== undefined) throw new MlesOptionError('redis', 'takes url (one Redis) or cluster (a Redis Cluster), not both')
+    const urls = given.cluster
+    if (!Array.isArray(urls) || urls.length === 0) {
+      throw new MlesOptionError('redis.cluster', `must be a non-empty array of redis:// or rediss:// URLs of cluster masters (got ${describe(urls)})`)
+    }
+    for (const url of urls) {
+      if (!isRedisUrl(url)) throw new MlesOptionError('redis.cluster', `must hold redis:// or rediss:// URLs (got ${describe(url)})`)
+    }
+    const schemes = new Set(urls.map((url: string) => new URL(url).protocol))
+    if (schemes.size > 1) throw new MlesOptionError('redis.cluster', 'mixes redis:// and rediss://: the nodes of one cluster are reached the same way')
+    cluster = [...urls as string[]]
+  } else if (!isRedisUrl(given.url)) {
     throw new MlesOptionError('redis.url', `must be a redis:// or rediss:// URL (got ${describe(given.url)})`)
   }
   const keyPrefix = given.keyPrefix ?? 'mles:'
   if (typeof keyPrefix !== 'string') throw new MlesOptionError('redis.keyPrefix', `must be a string (got ${describe(keyPrefix)})`)
+  if (cluster !== undefined && /[{}]/.test(keyPrefix)) {
+    throw new MlesOptionError('redis.keyPrefix', `must not contain braces with cluster: each channel's keys get their own hash tag (got ${describe(keyPrefix)})`)
+  }
   const integer = (name: string, fallback: number, min: number, max = MAX_TIMER_MS): number => {
     const setting = given[name] ?? fallback
     if (typeof setting !== 'number' || !Number.isInteger(setting) || setting < min || setting > max) {
@@ -276,7 +318,8 @@ function redisOption (value: unknown): Required<MlesRedisOptions> | undefined {
     return setting
   }
   return {
-    url: given.url as string,
+    url: cluster === undefined ? given.url as string : undefined,
+    cluster,
     keyPrefix,
     leaseTtlMs: integer('leaseTtlMs', 15_000, 30),
     connectTimeoutMs: integer('connectTimeoutMs', 5000, 1),

@@ -1,6 +1,6 @@
 import type { RateLimitOptions } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { RedisConnection } from './cluster/redis-connection.js'
 import type { MlesEndpoint } from './endpoint.js'
 import { limiterKey } from './ip-limiter.js'
 
@@ -27,7 +27,7 @@ export class PerIpLimit {
   private constructor (
     private readonly server: MlesEndpoint,
     private readonly plugin: RateLimitPlugin,
-    private readonly redis: Redis | null
+    private readonly redis: RedisConnection | null
   ) {}
 
   /** Null when the limit is off (`perIpLimit: 0`): then @fastify/rate-limit is not even loaded. */

@@ -27,8 +27,9 @@ test('key comes from the option, else from MLES_KEY; empty MLES_KEY means none',
 })
 
 test('redis takes a URL or settings, with defaults', () => {
-  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
-  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
+  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', cluster: undefined, keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
+  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', cluster: undefined, keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
+  assert.deepEqual(resolveOptions({ redis: { cluster: ['redis://a:7000', 'redis://b:7001'] } }, {}).redis, { url: undefined, cluster: ['redis://a:7000', 'redis://b:7001'], keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
 })
 
 test('byte bounds follow a larger maxMessageBytes by default', () => {
@@ -58,7 +59,13 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ key: '' }, 'key', /non-empty string/],
   [{ key: 42 }, 'key', /non-empty string \(got 42\)/],
   [{ redis: 'http://localhost:6379' }, 'redis.url', /redis:\/\/ or rediss:\/\/ URL \(got "http/],
-  [{ redis: 6379 }, 'redis', /must be a redis:\/\/ URL or \{ url/],
+  [{ redis: 6379 }, 'redis', /must be a redis:\/\/ URL, \{ url, \.\.\. \} or \{ cluster/],
+  [{ redis: { url: 'redis://x', cluster: ['redis://y'] } }, 'redis', /url \(one Redis\) or cluster \(a Redis Cluster\), not both/],
+  [{ redis: { cluster: [] } }, 'redis.cluster', /non-empty array/],
+  [{ redis: { cluster: 'redis://y' } }, 'redis.cluster', /non-empty array/],
+  [{ redis: { cluster: ['redis://y', 'http://z'] } }, 'redis.cluster', /redis:\/\/ or rediss:\/\/ URLs \(got "http/],
+  [{ redis: { cluster: ['redis://y', 'rediss://z'] } }, 'redis.cluster', /mixes redis:\/\/ and rediss:\/\//],
+  [{ redis: { cluster: ['redis://y'], keyPrefix: 'a{b}:' } }, 'redis.keyPrefix', /must not contain braces with cluster/],
   [{ redis: { url: 'redis://x', leaseTtlMs: 10 } }, 'redis.leaseTtlMs', /from 30 to/],
   [{ redis: { url: 'redis://x', db: 2 } }, 'redis.db', /not a setting of the Redis engine/],
   [{ redis: { url: 'redis://x', keyPrefix: 7 } }, 'redis.keyPrefix', /must be a string/],

@@ -1,27 +1,47 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger } from 'fastify'
-import { Redis, type RedisOptions } from 'ioredis'
+import type { Cluster, RedisOptions } from 'ioredis'
 import type { Hub, HubMember, Replication } from '../hub/hub.js'
 import type { Metrics } from '../metrics.js'
+import type { ResolvedRedisOptions } from '../options.js'
 import { framePayload, isBinaryFrame } from '../protocol/frame.js'
 import { decodeEntry, encodeEntry, StreamId } from './entry.js'
+import { describeRedis, KeyLayout, openRedis, type RedisConnection } from './redis-connection.js'
+
+export { redactRedisUrl } from './redis-connection.js'
 
 /**
  * Lua, so that a batch of frames — all published here within one event-loop
- * turn, one command instead of one per frame — is appended to its channel's stream and announced to
- * the nodes in one step: the pub/sub notices then come in stream order, and
- * each carries the entry's id, which is how a node matches them with what it
- * reads from the stream (replay, gap fill) and drops the ones it has had.
+ * turn, one command instead of one per frame — is appended to its channel's
+ * stream and announced to the nodes in one step: the pub/sub notices then
+ * come in stream order, and each carries the entry's id, which is how a node
+ * matches them with what it reads from the stream (replay, gap fill) and
+ * drops the ones it has had.
+ *
+ * A frame flagged as expecting its stream (the node holds history Redis
+ * should have) is not written if the stream is gone — Redis restarted
+ * empty, or the stream expired while members stayed silent — nor is any
+ * later frame of that stream in the batch: the script answers their
+ * positions, and the node restores the history before sending them again.
+ * `%PUBLISH%` is PUBLISH, or SPUBLISH (sharded) on a Redis Cluster.
  */
 const PUBLISH_SCRIPT = `
 local maxLength, ttl = ARGV[1], ARGV[2]
+local missing = {}
+local skipped = {}
 for i = 1, #KEYS do
-  local entry = ARGV[2 * i + 2]
-  local id = redis.call('XADD', KEYS[i], 'MAXLEN', '~', maxLength, '*', 'm', entry)
-  redis.call('PEXPIRE', KEYS[i], ttl)
-  redis.call('PUBLISH', ARGV[2 * i + 1], id .. ' ' .. entry)
+  local key = KEYS[i]
+  if missing[key] == nil and ARGV[3 * i] == '1' then missing[key] = redis.call('EXISTS', key) == 0 end
+  if missing[key] then
+    skipped[#skipped + 1] = i
+  else
+    local entry = ARGV[3 * i + 2]
+    local id = redis.call('XADD', key, 'MAXLEN', '~', maxLength, '*', 'm', entry)
+    redis.call('PEXPIRE', key, ttl)
+    redis.call('%PUBLISH%', ARGV[3 * i + 1], id .. ' ' .. entry)
+  end
 end
-return #KEYS`
+return skipped`
 
 /**
  * Writes a channel's history back from a node's memory, only if Redis has no
@@ -43,8 +63,9 @@ return 0`
 
 /**
  * Extends each of our leases (KEYS, their tokens ARGV[2..]), takes one again
- * if it expired (say Redis restarted), and answers 0 for one that another
- * connection holds, 1 otherwise: every renewal of an interval in one call.
+ * if it expired, and answers per lease: 1 extended, 2 taken again (Redis, or
+ * the cluster master of its slot, lost it: it restarted), 0 held by another
+ * connection. Every renewal of an interval in one call (per slot).
  */
 const REFRESH_SCRIPT = `
 local ttl = ARGV[1]
@@ -53,7 +74,7 @@ for i = 1, #KEYS do
   local holder = redis.call('GET', KEYS[i])
   if not holder then
     redis.call('SET', KEYS[i], ARGV[i + 1], 'PX', ttl)
-    held[i] = 1
+    held[i] = 2
   elseif holder == ARGV[i + 1] then
     redis.call('PEXPIRE', KEYS[i], ttl)
     held[i] = 1
@@ -63,9 +84,9 @@ for i = 1, #KEYS do
 end
 return held`
 
-interface BusRedis extends Redis {
-  /** `mlesPublish(count, ...streams, maxLength, ttlMs, ...(topic, entry) pairs)` */
-  mlesPublish: (...args: Array<string | number | Buffer>) => Promise<number>
+interface BusCommands {
+  /** `mlesPublish(count, ...streams, maxLength, ttlMs, ...(expectsStream, topic, entry) triples)`: the 1-based positions not written. */
+  mlesPublish: (...args: Array<string | number | Buffer>) => Promise<number[]>
   mlesRelease: (key: string, token: string) => Promise<number>
   /** `mlesRestore(stream, maxLength, ttlMs, ...entries)` */
   mlesRestore: (...args: Array<string | number | Buffer>) => Promise<number>
@@ -73,20 +94,18 @@ interface BusRedis extends Redis {
   mlesRefresh: (...args: Array<string | number>) => Promise<number[]>
 }
 
-export interface RedisBusOptions {
-  /** redis:// or rediss:// URL. */
-  url: string
-  /** Prefix of every key and pub/sub channel this bus uses. */
-  keyPrefix: string
+type BusConnection = RedisConnection & BusCommands
+
+/**
+ * `url` or `cluster`; `keyPrefix` of every key and pub/sub channel; `leaseTtlMs`,
+ * how long a crashed node's uids stay taken (renewed every third of it);
+ * `connectTimeoutMs`, how long startup waits; `outboxBytes`, frames kept for
+ * Redis while it is away.
+ */
+export interface RedisBusOptions extends ResolvedRedisOptions {
   historyLimit: number
   /** A channel's stream expires after this long without a frame. */
   channelIdleMs: number
-  /** A uid lease lives this long unless its node renews it (every third of it): how long a crashed node's uids stay taken. */
-  leaseTtlMs: number
-  /** How long startup waits for Redis. */
-  connectTimeoutMs: number
-  /** Bytes of frames kept for Redis while it is away; past it the oldest are dropped. */
-  outboxBytes: number
 }
 
 /** A uid held in a channel, cluster-wide. */
@@ -121,9 +140,11 @@ interface Outgoing {
 interface Watch {
   /** The id of the last entry applied; null until the channel was read once (before, frames here are this node's only). */
   cursor: StreamId | null
-  /** Notices held back while the stream is being read; null when no read is running. */
+  /** Notices held back until the stream is read (a read runs, or notices may have been missed); null when they apply at once. */
   held: Pending[] | null
-  /** A read was cut short (too many notices held, or Redis failed): read again. */
+  /** A read is running. */
+  reading: boolean
+  /** Notices may have been missed (a read failed, the subscription was lost): read again, and hold notices until then. */
   stale: boolean
   /** Settles when the first read is over, whatever its outcome. */
   ready: Promise<void>
@@ -142,17 +163,6 @@ const MAX_IN_FLIGHT = 65_536
 /** Frames per script call at most, so that one call never holds Redis up for long. */
 const MAX_BATCH = 1024
 
-/** Hides the password of a Redis URL in messages. */
-export function redactRedisUrl (url: string): string {
-  try {
-    const parsed = new URL(url)
-    if (parsed.password !== '') parsed.password = '***'
-    return parsed.toString()
-  } catch {
-    return '(unparsable URL)'
-  }
-}
-
 /**
  * The Redis engine (option `redis`): one channel space across every node.
  *
@@ -167,18 +177,26 @@ export function redactRedisUrl (url: string): string {
  * When Redis is away, members of this node go on talking among themselves:
  * frames are kept in the local history only, faults are logged and counted,
  * and the connections come back by themselves.
+ *
+ * On a Redis Cluster (option `redis.cluster`) a channel's keys share a hash
+ * slot (`KeyLayout`), notices go through sharded pub/sub, and every script
+ * call holds the keys of one slot.
  */
 export class RedisBus<M extends HubMember> implements Replication {
   /** This node, in the entries it writes. */
   readonly nodeId = randomUUID()
   private readonly nodeIdBytes = Buffer.from(this.nodeId, 'latin1')
-  private readonly commands: BusRedis
-  private readonly subscriber: Redis
+  private readonly commands: BusConnection
+  private readonly subscriber: RedisConnection
+  private readonly keys: KeyLayout
+  /** Whether this is a Redis Cluster. */
+  private readonly sharded: boolean
   private readonly watches = new Map<string, Watch>()
   private readonly leases = new Set<Lease>()
-  private readonly topicPrefix: string
-  /** Bytes of `topicPrefix`: where a notice's channel name starts. */
+  /** Bytes of the topic prefix of one Redis: where a notice's channel name starts. */
   private readonly topicPrefixBytes: number
+  /** On a Redis Cluster: a shard's subscription was lost, and the channels are not subscribed again yet. */
+  private resubscribing = false
   private hub: Hub<M> | null = null
   private leaseSerial = 0
   private inFlight = 0
@@ -220,14 +238,16 @@ export class RedisBus<M extends HubMember> implements Replication {
       // A Redis that hangs without closing must not hold joins up forever: they go on locally.
       commandTimeout: Math.max(1000, options.connectTimeoutMs)
     }
-    this.commands = new Redis(options.url, { ...connection, enableAutoPipelining: true, connectionName: `mles:${this.nodeId}` }) as BusRedis
-    this.subscriber = new Redis(options.url, { ...connection, connectionName: `mles-sub:${this.nodeId}` })
-    this.commands.defineCommand('mlesPublish', { lua: PUBLISH_SCRIPT })
+    this.sharded = options.cluster !== undefined
+    this.keys = new KeyLayout(options.keyPrefix, this.sharded)
+    // ioredis files a Cluster's auto-pipelined command under the slot of its first argument, which for our scripts is a key count: off there.
+    this.commands = openRedis(options, { ...connection, enableAutoPipelining: !this.sharded, connectionName: `mles:${this.nodeId}` }) as BusConnection
+    this.subscriber = openRedis(options, { ...connection, connectionName: `mles-sub:${this.nodeId}` }, { shardedSubscribers: true })
+    this.commands.defineCommand('mlesPublish', { lua: PUBLISH_SCRIPT.replace('%PUBLISH%', this.sharded ? 'SPUBLISH' : 'PUBLISH') })
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
     this.commands.defineCommand('mlesRestore', { numberOfKeys: 1, lua: RESTORE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT })
-    this.topicPrefix = options.keyPrefix + 'p:'
-    this.topicPrefixBytes = Buffer.byteLength(this.topicPrefix)
+    this.topicPrefixBytes = Buffer.byteLength(options.keyPrefix + 'p:')
 
     this.commands.on('error', (error: Error) => { this.connectionFault('commands', error) })
     this.subscriber.on('error', (error: Error) => { this.connectionFault('subscriber', error) })
@@ -235,7 +255,14 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.subscriber.on('close', () => { this.connectionLost('subscriber') })
     this.commands.on('ready', () => { this.commandsReady() })
     this.subscriber.on('ready', () => { this.subscriberReady() })
-    this.subscriber.on('messageBuffer', (topic: Buffer, message: Buffer) => { this.notice(topic, message) })
+    if (this.sharded) {
+      this.subscriber.on('smessageBuffer', (topic: Buffer, message: Buffer) => { this.notice(topic, message) })
+      // A shard's subscriber lost: its notices are missed until the channels are subscribed again and read.
+      this.subscriber.on('-subscriber', () => { this.shardSubscriptionLost() })
+      this.subscriber.on('subscribersReady', () => { this.resubscribeShards() })
+    } else {
+      this.subscriber.on('messageBuffer', (topic: Buffer, message: Buffer) => { this.notice(topic, message) })
+    }
   }
 
   /** Connects both connections; rejects with a clear error if Redis cannot be reached in time. */
@@ -246,7 +273,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     } catch (error) {
       this.commands.disconnect()
       this.subscriber.disconnect()
-      throw new Error(`fastify-mles: cannot reach Redis at ${redactRedisUrl(this.options.url)}: ${(error as Error).message}`)
+      throw new Error(`fastify-mles: cannot reach ${this.sharded ? '' : 'Redis at '}${describeRedis(this.options)}: ${(error as Error).message}`)
     }
     const refreshMs = Math.max(10, Math.floor(this.options.leaseTtlMs / 3))
     this.maintenanceTimer = setInterval(() => { this.maintain() }, refreshMs)
@@ -259,15 +286,40 @@ export class RedisBus<M extends HubMember> implements Replication {
   }
 
   private streamKey (channel: string): string {
-    return this.options.keyPrefix + 'h:' + channel
+    return this.keys.stream(channel)
   }
 
   private topic (channel: string): string {
-    return this.topicPrefix + channel
+    return this.keys.topic(channel)
   }
 
   private leaseKey (channel: string, uid: string): string {
-    return `${this.options.keyPrefix}u:${Buffer.byteLength(channel)}:${channel}:${uid}`
+    return this.keys.lease(channel, uid)
+  }
+
+  /** Subscribes to the notices of `channels` (on a Redis Cluster, one call per slot, as sharded pub/sub needs). */
+  private async subscribe (channels: string[]): Promise<void> {
+    if (!this.sharded) {
+      await this.subscriber.subscribe(...channels.map((channel) => this.topic(channel)))
+      return
+    }
+    await Promise.all([...this.bySlot(channels, (channel) => channel).values()].map(async (group) => await this.subscriber.ssubscribe(...group.map((channel) => this.topic(channel)))))
+  }
+
+  /** Groups items by the hash slot of their channel, in order (one group with one Redis). */
+  private bySlot<T> (items: T[], channelOf: (item: T) => string): Map<number, T[]> {
+    const groups = new Map<number, T[]>()
+    if (!this.sharded) {
+      groups.set(0, items)
+      return groups
+    }
+    for (const item of items) {
+      const slot = this.keys.slot(channelOf(item))
+      const group = groups.get(slot)
+      if (group === undefined) groups.set(slot, [item])
+      else group.push(item)
+    }
+    return groups
   }
 
   // ---- joining and leaving ----------------------------------------------
@@ -320,18 +372,22 @@ export class RedisBus<M extends HubMember> implements Replication {
     const prefix = this.leaseKey(channel, '')
     const pattern = prefix.replace(/[*?[\]\\]/g, '\\$&') + '*'
     const uids: string[] = []
+    // A channel's leases share a slot, but which master holds it may change under us: every master is asked.
+    const servers = this.sharded ? (this.commands as Cluster).nodes('master') : [this.commands]
     try {
-      let cursor = '0'
-      do {
-        const [next, keys] = await this.commands.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-        cursor = next
-        for (const key of keys) uids.push(key.slice(prefix.length))
-      } while (cursor !== '0')
+      for (const server of servers) {
+        let cursor = '0'
+        do {
+          const [next, keys] = await server.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+          cursor = next
+          for (const key of keys) uids.push(key.slice(prefix.length))
+        } while (cursor !== '0')
+      }
     } catch (error) {
       this.fault('listing members', error)
       return []
     }
-    return uids
+    return this.sharded ? [...new Set(uids)] : uids
   }
 
   /**
@@ -395,16 +451,27 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.send(batch)
   }
 
-  private send (batch: Outgoing[]): void {
+  /** Sends frames in publishing order: one script call with one Redis, one per hash slot on a Redis Cluster. */
+  private send (frames: Outgoing[]): void {
+    if (!this.sharded) {
+      this.sendSlot(frames)
+      return
+    }
+    for (const group of this.bySlot(frames, (item) => item.channel).values()) this.sendSlot(group)
+  }
+
+  /** One script call for frames whose keys share one slot. */
+  private sendSlot (batch: Outgoing[]): void {
     const args: Array<string | number | Buffer> = [batch.length]
     for (const item of batch) args.push(this.streamKey(item.channel))
     args.push(this.options.historyLimit, this.options.channelIdleMs)
-    for (const item of batch) args.push(this.topic(item.channel), item.entry)
+    for (const item of batch) args.push(this.expectsStream(item.channel) ? 1 : 0, this.topic(item.channel), item.entry)
     this.inFlightBatches.add(batch)
-    this.commands.mlesPublish(...args).then(() => {
+    this.commands.mlesPublish(...args).then((skipped) => {
       this.inFlightBatches.delete(batch)
       this.inFlight -= batch.length
       this.sendFailing = false
+      if (skipped.length > 0) this.streamsMissing(skipped.map((position) => batch[position - 1]))
       this.flushOutbox()
     }, (error: unknown) => {
       this.inFlightBatches.delete(batch)
@@ -424,6 +491,41 @@ export class RedisBus<M extends HubMember> implements Replication {
     })
   }
 
+  /**
+   * Whether this node holds history of `channel` that Redis should have too
+   * (beyond its own frames still on their way): then a missing stream means
+   * Redis lost it, and its frames wait until it is restored.
+   */
+  private expectsStream (channel: string): boolean {
+    if (this.options.historyLimit === 0) return false
+    const local = this.hub?.channel(channel)
+    const watch = this.watches.get(channel)
+    return local !== undefined && watch !== undefined && local.history.size > watch.settledHere.size
+  }
+
+  /**
+   * Frames Redis did not write because their stream was gone: the channel's
+   * history goes back first, from this node's memory, then the frames, in
+   * their order. Both go the same way (one connection, one slot), so nothing
+   * sent meanwhile overtakes them.
+   */
+  private streamsMissing (frames: Outgoing[]): void {
+    const channels = new Set(frames.map((item) => item.channel))
+    let restored = 0
+    for (const channel of channels) {
+      const restore = this.restoreChannel(channel)
+      if (restore === null) continue
+      restore.then((done) => {
+        restored += done
+        if (done === 1) {
+          this.metrics.clusterRestoredChannels++
+          if (restored === 1) this.log.warn(`mles: Redis lost the history of channel ${JSON.stringify(channel)} (it restarted empty, or the stream expired); restored it from this node's memory`)
+        }
+      }, (error: unknown) => { this.fault('restoring a history', error) })
+    }
+    this.requeue(frames)
+  }
+
   /** Delivers a frame here and keeps it in this node's history, once. */
   private settleHere (item: Outgoing): void {
     if (item.settled) return
@@ -440,14 +542,19 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.trimOutbox()
   }
 
-  /** Frames whose sending failed go back into the outbox, where their publishing order puts them. */
-  private requeue (batch: Outgoing[]): void {
+  /** Frames not written go back into the outbox, where their publishing order puts them. */
+  private requeue (frames: Outgoing[]): void {
     const waiting = this.outbox.slice(this.outboxHead)
+    const merged: Outgoing[] = []
     let at = 0
-    while (at < waiting.length && waiting[at].serial < batch[0].serial) at++
-    this.outbox = [...waiting.slice(0, at), ...batch, ...waiting.slice(at)]
+    for (const item of frames) {
+      while (at < waiting.length && waiting[at].serial < item.serial) merged.push(waiting[at++])
+      merged.push(item)
+    }
+    while (at < waiting.length) merged.push(waiting[at++])
+    this.outbox = merged
     this.outboxHead = 0
-    for (const item of batch) this.outboxBytes += item.entry.length
+    for (const item of frames) this.outboxBytes += item.entry.length
     this.trimOutbox()
   }
 
@@ -516,7 +623,9 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.watches.delete(channel)
     this.hub?.drop(channel)
     if (this.subscriber.status === 'ready') {
-      this.subscriber.unsubscribe(this.topic(channel)).catch((error: unknown) => { this.fault('unsubscribing', error) })
+      const topic = this.topic(channel)
+      const unsubscribed = this.sharded ? this.subscriber.sunsubscribe(topic) : this.subscriber.unsubscribe(topic)
+      unsubscribed.catch((error: unknown) => { this.fault('unsubscribing', error) })
     }
   }
 
@@ -525,7 +634,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   private watch (channel: string): Watch {
     const existing = this.watches.get(channel)
     if (existing !== undefined) return existing
-    const watch: Watch = { cursor: null, held: null, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set() }
+    const watch: Watch = { cursor: null, held: null, reading: false, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set() }
     this.watches.set(channel, watch)
     this.hub?.channelOrCreate(channel)
     watch.ready = this.subscribeAndRead(channel, watch)
@@ -536,7 +645,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     watch.held = []
     if (this.subscriber.status === 'ready') {
       try {
-        await this.subscriber.subscribe(this.topic(channel))
+        await this.subscribe([channel])
       } catch (error) {
         this.fault('subscribing', error)
         watch.stale = true
@@ -551,52 +660,61 @@ export class RedisBus<M extends HubMember> implements Replication {
    * Reads the channel's stream: its recent history on the first read (into
    * the history only), the entries after the cursor on later ones (delivered,
    * since members have not had them). Notices that arrive meanwhile are held
-   * and applied after, those already read dropped by id.
+   * and applied after, those already read dropped by id. A failed read keeps
+   * them held: applying them would move the cursor past what was missed.
    */
   private async read (channel: string, watch: Watch): Promise<void> {
+    watch.reading = true
     watch.held ??= []
-    for (;;) {
-      const initial = watch.cursor === null
-      let entries: Array<[Buffer, Buffer[]]> = []
-      let failed = false
-      try {
-        if (this.commands.status !== 'ready') throw new Error('not connected')
-        if (initial) {
-          entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
-        } else {
-          entries = await this.commands.xrangeBuffer(this.streamKey(channel), '(' + String(watch.cursor), '+')
+    try {
+      for (;;) {
+        const initial = watch.cursor === null
+        let entries: Array<[Buffer, Buffer[]]> = []
+        let failed = false
+        try {
+          if (this.commands.status !== 'ready') throw new Error('not connected')
+          if (initial) {
+            entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
+          } else {
+            entries = await this.commands.xrangeBuffer(this.streamKey(channel), '(' + String(watch.cursor), '+')
+          }
+        } catch (error) {
+          if ((error as Error).message !== 'not connected') this.fault('reading a channel', error)
+          failed = true
         }
-      } catch (error) {
-        if ((error as Error).message !== 'not connected') this.fault('reading a channel', error)
-        failed = true
+        if (this.watches.get(channel) !== watch) return
+        for (const [idBytes, fields] of entries) {
+          const id = StreamId.parse(idBytes.toString('latin1'))
+          const body = fieldValue(fields)
+          if (id === null || body === null) continue
+          if (initial && this.options.historyLimit === 0) watch.cursor = id
+          else this.apply(channel, watch, id, body, initial)
+        }
+        if (failed) {
+          watch.stale = true
+          return
+        }
+        if (initial && watch.cursor === null) watch.cursor = StreamId.ZERO
+        const held = watch.held ?? []
+        if (held.length > MAX_HELD_NOTICES) {
+          // Too many notices to hold: the ones let go are in the stream, after the cursor. Read on from there.
+          watch.held = []
+          continue
+        }
+        watch.held = watch.stale ? [] : null
+        for (const notice of held) this.apply(channel, watch, notice.id, notice.body, false)
+        return
       }
-      if (this.watches.get(channel) !== watch) return
-      for (const [idBytes, fields] of entries) {
-        const id = StreamId.parse(idBytes.toString('latin1'))
-        const body = fieldValue(fields)
-        if (id === null || body === null) continue
-        if (initial && this.options.historyLimit === 0) watch.cursor = id
-        else this.apply(channel, watch, id, body, initial)
-      }
-      if (initial && !failed && watch.cursor === null) watch.cursor = StreamId.ZERO
-      const held = watch.held ?? []
-      if (held.length > MAX_HELD_NOTICES && !failed) {
-        // Too many notices to hold: the ones let go are in the stream, after the cursor. Read on from there.
-        watch.held = []
-        continue
-      }
-      watch.held = null
-      for (const notice of held) this.apply(channel, watch, notice.id, notice.body, false)
-      watch.stale = failed || watch.stale
-      return
+    } finally {
+      watch.reading = false
     }
   }
 
   /** A stream notice from the subscriber connection. */
   private notice (topic: Buffer, message: Buffer): void {
-    const channel = topic.toString('utf8', this.topicPrefixBytes)
-    const watch = this.watches.get(channel)
-    if (watch === undefined) return
+    const channel = this.sharded ? this.keys.channelOfTopic(topic.toString('utf8')) : topic.toString('utf8', this.topicPrefixBytes)
+    const watch = channel === null ? undefined : this.watches.get(channel)
+    if (watch === undefined || channel === null) return
     const space = message.indexOf(0x20)
     const id = space > 0 ? StreamId.parse(message.toString('latin1', 0, space)) : null
     if (id === null) {
@@ -604,6 +722,8 @@ export class RedisBus<M extends HubMember> implements Replication {
       return
     }
     const body = message.subarray(space + 1)
+    // Notices may have been missed: none applies before the stream is read from the cursor.
+    if (watch.held === null && watch.stale) watch.held = []
     if (watch.held !== null) {
       // Past the bound, the rest is read again from the stream once this read is over.
       if (watch.held.length <= MAX_HELD_NOTICES) watch.held.push({ id, body })
@@ -659,7 +779,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     }
     if (!wasDown && (this.commandsDown || this.subscriberDown)) {
       this.metrics.clusterOutages++
-      this.log.warn(`mles: lost the connection to Redis at ${redactRedisUrl(this.options.url)}; serving this node's members only until it is back`)
+      this.log.warn(`mles: lost the connection to ${this.sharded ? '' : 'Redis at '}${describeRedis(this.options)}; serving this node's members only until it is back`)
     }
   }
 
@@ -686,18 +806,9 @@ export class RedisBus<M extends HubMember> implements Replication {
    */
   private async restoreHistories (): Promise<void> {
     const restores: Array<Promise<number>> = []
-    for (const [channel, watch] of this.watches) {
-      const local = this.hub?.channel(channel)
-      if (local === undefined || this.options.historyLimit === 0) continue
-      const history = local.history
-      const kept = history.size - watch.settledHere.size
-      if (kept <= 0) continue
-      const args: Array<string | number | Buffer> = [this.streamKey(channel), this.options.historyLimit, this.options.channelIdleMs]
-      for (let i = 0; i < kept; i++) {
-        const wire = history.at(i)
-        args.push(encodeEntry(this.nodeIdBytes, 0, history.senderAt(i), history.isJoinAt(i), isBinaryFrame(wire), framePayload(wire), true))
-      }
-      restores.push(this.commands.mlesRestore(...args))
+    for (const channel of this.watches.keys()) {
+      const restore = this.restoreChannel(channel)
+      if (restore !== null) restores.push(restore)
     }
     const restored = (await Promise.all(restores)).filter((done) => done === 1).length
     if (restored > 0) {
@@ -706,15 +817,56 @@ export class RedisBus<M extends HubMember> implements Replication {
     }
   }
 
+  /**
+   * Writes this node's copy of a channel's history to Redis if its stream is
+   * gone (1 if it was written), leaving out this node's frames that still
+   * wait to be sent. Null when there is nothing to restore.
+   */
+  private restoreChannel (channel: string): Promise<number> | null {
+    const local = this.hub?.channel(channel)
+    const watch = this.watches.get(channel)
+    if (local === undefined || watch === undefined || this.options.historyLimit === 0) return null
+    const history = local.history
+    const kept = history.size - watch.settledHere.size
+    if (kept <= 0) return null
+    const args: Array<string | number | Buffer> = [this.streamKey(channel), this.options.historyLimit, this.options.channelIdleMs]
+    for (let i = 0; i < kept; i++) {
+      const wire = history.at(i)
+      args.push(encodeEntry(this.nodeIdBytes, 0, history.senderAt(i), history.isJoinAt(i), isBinaryFrame(wire), framePayload(wire), true))
+    }
+    return this.commands.mlesRestore(...args)
+  }
+
   private subscriberReady (): void {
     const reconnected = this.subscriberWasReady
     this.subscriberWasReady = true
     this.subscriberDown = false
     if (!reconnected) return
     this.recovered()
-    const topics = [...this.watches.keys()].map((channel) => this.topic(channel))
-    if (topics.length === 0) return
-    this.subscriber.subscribe(...topics).then(() => { this.readStale() }, (error: unknown) => { this.fault('subscribing again', error) })
+    const channels = [...this.watches.keys()]
+    if (channels.length === 0) return
+    this.subscribe(channels).then(() => { this.readStale() }, (error: unknown) => { this.fault('subscribing again', error) })
+  }
+
+  /** On a Redis Cluster: a shard's subscriber went away (its master failed): notices may be missed from now on. */
+  private shardSubscriptionLost (): void {
+    if (this.closed) return
+    this.resubscribing = true
+    for (const watch of this.watches.values()) watch.stale = true
+  }
+
+  /**
+   * The shards' subscribers are back: every channel is subscribed again here
+   * — ioredis does it too, but without telling when it is done — and only
+   * then read from its cursor, so nothing falls between.
+   */
+  private resubscribeShards (): void {
+    if (!this.resubscribing || this.closed) return
+    const channels = [...this.watches.keys()]
+    this.subscribe(channels).then(() => {
+      this.resubscribing = false
+      this.readStale()
+    }, (error: unknown) => { this.fault('subscribing again', error) })
   }
 
   private recovered (): void {
@@ -724,33 +876,51 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   /** Reads every channel whose last read was cut short or that missed notices. */
   private readStale (): void {
-    if (!this.connected) return
+    if (!this.connected || this.resubscribing) return
     for (const [channel, watch] of this.watches) {
-      if (!watch.stale || watch.held !== null) continue
+      if (!watch.stale || watch.reading) continue
       watch.stale = false
       this.read(channel, watch).catch((error: unknown) => { this.fault('reading a channel', error) })
     }
   }
 
-  /** Every third of the lease time: renews our uid leases (one script call per thousand) and retries reads that failed. */
+  /**
+   * Every third of the lease time: renews our uid leases (one script call per
+   * thousand, per slot on a Redis Cluster), restores the history of channels
+   * whose leases Redis had lost, and retries reads that failed.
+   */
   private maintain (): void {
     if (this.closed || this.commands.status !== 'ready') return
-    const leases = [...this.leases]
-    for (let start = 0; start < leases.length; start += MAX_BATCH) {
-      const batch = leases.slice(start, start + MAX_BATCH)
-      const args: Array<string | number> = [batch.length]
-      for (const lease of batch) args.push(this.leaseKey(lease.channel, lease.uid))
-      args.push(this.options.leaseTtlMs)
-      for (const lease of batch) args.push(lease.token)
-      this.commands.mlesRefresh(...args).then((held) => {
-        for (let i = 0; i < batch.length; i++) {
-          if (held[i] !== 0 || !this.leases.has(batch[i])) continue
-          this.metrics.clusterErrors++
-          this.log.warn({ channel: batch[i].channel, uid: batch[i].uid }, 'mles: another node holds this uid too (joined while Redis was away)')
-        }
-      }, (error: unknown) => { this.fault('renewing uid leases', error) })
+    for (const group of this.bySlot([...this.leases], (lease) => lease.channel).values()) {
+      for (let start = 0; start < group.length; start += MAX_BATCH) this.renew(group.slice(start, start + MAX_BATCH))
     }
-    if (this.subscriber.status === 'ready') this.readStale()
+    if (this.resubscribing) this.resubscribeShards()
+    else if (this.subscriber.status === 'ready') this.readStale()
+  }
+
+  private renew (batch: Lease[]): void {
+    const args: Array<string | number> = [batch.length]
+    for (const lease of batch) args.push(this.leaseKey(lease.channel, lease.uid))
+    args.push(this.options.leaseTtlMs)
+    for (const lease of batch) args.push(lease.token)
+    this.commands.mlesRefresh(...args).then((held) => {
+      const lost = new Set<string>()
+      for (let i = 0; i < batch.length; i++) {
+        if (!this.leases.has(batch[i])) continue
+        if (held[i] === 2) lost.add(batch[i].channel)
+        if (held[i] !== 0) continue
+        this.metrics.clusterErrors++
+        this.log.warn({ channel: batch[i].channel, uid: batch[i].uid }, 'mles: another node holds this uid too (joined while Redis was away)')
+      }
+      // Redis (or the master of these channels) restarted empty: a quiet channel's history would be gone for joiners elsewhere.
+      for (const channel of lost) {
+        this.restoreChannel(channel)?.then((done) => {
+          if (done !== 1) return
+          this.metrics.clusterRestoredChannels++
+          this.log.warn(`mles: Redis lost the history of channel ${JSON.stringify(channel)}; restored it from this node's memory`)
+        }, (error: unknown) => { this.fault('restoring a history', error) })
+      }
+    }, (error: unknown) => { this.fault('renewing uid leases', error) })
   }
 
   /** Gives back every lease and closes both connections. */
@@ -776,7 +946,7 @@ function fieldValue (fields: Buffer[]): Buffer | null {
   return null
 }
 
-async function quit (connection: Redis): Promise<void> {
+async function quit (connection: RedisConnection): Promise<void> {
   if (connection.status === 'ready') {
     try {
       await connection.quit()
