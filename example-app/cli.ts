@@ -21,7 +21,7 @@ else await runServer(config)
 /** The optional packages the given flags need: a missing one is one line and exit 2, before anything starts. */
 async function checkOptionalPackages (config: ServerConfig): Promise<void> {
   const needed: Array<[OptionalPackage, string, boolean]> = [
-    ['ioredis', '--redis', config.redis !== undefined],
+    ['ioredis', typeof config.redis === 'object' ? '--redis-cluster' : '--redis', config.redis !== undefined],
     ['lmdb', '--history-dir', config.historyDir !== undefined],
     ['prom-client', '--metrics-listen', config.metricsListen !== undefined]
   ]

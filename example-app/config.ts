@@ -64,8 +64,8 @@ export interface ServerConfig {
   logLevel: string
   /** Longest a graceful shutdown may take before connections are cut. */
   shutdownTimeoutMs: number
-  /** Redis URL: this server is one node of a cluster sharing channels through it. */
-  redis?: string
+  /** Redis URL, or the masters of a Redis Cluster: this server is one node of a cluster sharing channels through it. */
+  redis?: string | { cluster: string[] }
   /** Port for clients of the legacy v1 TCP protocol (IANA: 8077), on `host`; off when undefined. */
   v1Port?: number
   /** A v1 server (`HOST[:PORT]`) each channel with local members is linked to; needs `v1Port`. */
@@ -154,6 +154,21 @@ function redisUrl (value: string): string {
   return value
 }
 
+/** `--redis-cluster URL[,URL…]`: masters of one Redis Cluster, all redis:// or all rediss://. */
+function redisClusterUrls (value: string): string[] {
+  const urls = value.split(',').map((part) => part.trim()).filter((part) => part !== '')
+  if (urls.length === 0) throw new InvalidArgumentError('must list redis:// or rediss:// URLs of cluster masters, comma-separated')
+  for (const each of urls) {
+    try {
+      redisUrl(each)
+    } catch {
+      throw new InvalidArgumentError(`must list redis:// or rediss:// URLs, comma-separated (got "${each}")`)
+    }
+  }
+  if (new Set(urls.map((each) => new URL(each).protocol)).size > 1) throw new InvalidArgumentError('mixes redis:// and rediss://: the nodes of one cluster are reached the same way')
+  return urls
+}
+
 function url (value: string): string {
   try {
     const parsed = new URL(value)
@@ -224,6 +239,7 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--v1-port <port>', 'also serve the legacy Mles v1 TCP protocol on this port (IANA: 8077), in the same channels').argParser(integer(0, 65535)))
     .addOption(new Option('--v1-peer <host[:port]>', 'with --v1-port: link every channel with members here to this v1 server (port 8077 by default)').argParser(peerAddress))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
+    .addOption(new Option('--redis-cluster <urls>', 'as --redis, through a Redis Cluster: comma-separated URLs of some of its masters').argParser(redisClusterUrls))
     .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
     .option('--api-key <key>', 'turn on the HTTP API for backends at /_mles/api, with this bearer key (16 characters or more; better given as MLES_API_KEY)')
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
@@ -256,6 +272,7 @@ interface ParsedFlags {
   metricsListen?: { host: string, port: number }
   metricsInterval: number
   redis?: string
+  redisCluster?: string[]
   v1Port?: number
   v1Peer?: string
   workers: number
@@ -298,10 +315,13 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
   if (flags.v1Peer !== undefined && flags.v1Port === undefined) throw new ConfigError('--v1-peer needs --v1-port')
-  if (flags.v1Peer !== undefined && flags.redis !== undefined) throw new ConfigError('--v1-peer cannot be combined with --redis')
-  if (flags.historyDir !== undefined && flags.redis !== undefined) throw new ConfigError('--history-dir cannot be combined with --redis: in a cluster the history lives in Redis')
+  if (flags.redis !== undefined && flags.redisCluster !== undefined) throw new ConfigError('--redis and --redis-cluster cannot be combined: give one Redis or one Redis Cluster')
+  const redisFlag = flags.redisCluster !== undefined ? '--redis-cluster' : '--redis'
+  const redis = flags.redisCluster !== undefined ? { cluster: flags.redisCluster } : flags.redis
+  if (flags.v1Peer !== undefined && redis !== undefined) throw new ConfigError(`--v1-peer cannot be combined with ${redisFlag}`)
+  if (flags.historyDir !== undefined && redis !== undefined) throw new ConfigError(`--history-dir cannot be combined with ${redisFlag}: in a cluster the history lives in Redis`)
   if (flags.workers > 1) {
-    if (flags.redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL: the workers share channels, history and uids through Redis`)
+    if (redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL (or --redis-cluster): the workers share channels, history and uids through Redis`)
     if (tls === 'acme') throw new ConfigError('--workers cannot get certificates through ACME (each worker would order its own); use --tls-cert/--tls-key, or --no-tls behind a TLS-terminating proxy')
   }
 
@@ -337,7 +357,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     apiKey: apiKey(flags.apiKey, env),
     logLevel,
     shutdownTimeoutMs: 10_000,
-    redis: flags.redis,
+    redis,
     v1Port: flags.v1Port,
     v1Peer: flags.v1Peer,
     workers: flags.workers,

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
+import { fileURLToPath } from 'node:url'
 import type { Cluster } from 'ioredis'
+import { MlesClient } from '../../src/client/index.js'
+import { runCli } from '../helpers/cli.js'
 import { TestClient } from '../helpers/client.js'
 import { clusterClient, startRedisCluster, type RedisClusterProcess } from '../helpers/redis-cluster.js'
 import { sleep, startMles, waitFor, type RunningServer } from '../helpers/server.js'
@@ -196,6 +199,33 @@ describe('Redis engine on a Redis Cluster', () => {
     } finally {
       for (const each of clients) each.close()
       await Promise.all(nodes.map(async (node) => { await node.app.close() }))
+    }
+  })
+
+  test('mles --workers 2 --redis-cluster: both workers share one channel space through the cluster', { timeout: 60_000 }, async () => {
+    const www = fileURLToPath(new URL('../../example-app/www', import.meta.url))
+    const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', '2', '--redis-cluster', cluster.urls.join(','), '--per-ip-limit', '0'], { MLES_LOG_LEVEL: 'warn' })
+    const clients: MlesClient[] = []
+    try {
+      const match = await cli.waitFor(/serving http:\/\/localhost:(\d+)\/.* with 2 workers/, 30_000)
+      const url = `ws://127.0.0.1:${match[1]}/`
+      const received = Array.from({ length: 4 }, () => [] as string[])
+      for (let i = 0; i < 4; i++) {
+        const client = new MlesClient(url, { uid: `u${i}`, channel: 'cli-cluster' })
+        client.on('message', (message) => { received[i].push(String(message.data)) })
+        clients.push(client)
+      }
+      await waitFor(() => clients.every((client) => client.state === 'open'), 'clients open', 10_000)
+      await sleep(300)
+      clients.forEach((client, i) => { client.send(`hello from u${i}`) })
+      await waitFor(() => received.every((texts, i) => clients.every((_, j) => j === i || texts.includes(`hello from u${j}`))), 'every client hears every other', 10_000)
+      const list = (await Promise.all(client.nodes('master').map(async (node) => await node.client('LIST') as string))).join('\n')
+      assert.equal(new Set([...list.matchAll(/name=mles:([0-9a-f-]+)/g)].map((found) => found[1])).size, 2, 'two nodes (the workers) on the cluster')
+      assert.equal(await client.exists('mles:{cli-cluster}h:cli-cluster'), 1)
+    } finally {
+      for (const each of clients) each.close()
+      cli.child.kill('SIGTERM')
+      assert.equal(await cli.exited, 0, cli.stderr())
     }
   })
 })

@@ -64,6 +64,8 @@ test('our flags', () => {
   const files = config(['-d', 'a.test', '-w', www, '--tls-cert', file, '--tls-key', file])
   assert.equal(files.tls, 'files')
   assert.deepEqual(config(['-d', 'a.test', '-w', www, '--metrics-listen', '[::1]:9000']).metricsListen, { host: '::1', port: 9000 })
+  assert.equal(config(['-d', 'a.test', '-w', www, '--redis', 'redis://r:6379']).redis, 'redis://r:6379')
+  assert.deepEqual(config(['-d', 'a.test', '-w', www, '--redis-cluster', 'redis://a:7000, redis://b:7001']).redis, { cluster: ['redis://a:7000', 'redis://b:7001'] })
 })
 
 test('MLES_KEY and MLES_LOG_LEVEL come from the environment', () => {
@@ -107,7 +109,12 @@ test('every bad flag or value: one line on stderr, exit code 2', () => {
     [[...base, '--staging', '--acme-directory', 'https://ca.test/dir'], /--staging and --acme-directory cannot be combined/],
     [[...base, '--acme-directory', 'ftp://x'], /must be an http\(s\) URL/],
     [[...base, '--metrics-listen', '9464'], /must be HOST:PORT/],
-    [[...base, '--port'], /argument missing/]
+    [[...base, '--port'], /argument missing/],
+    [[...base, '--redis-cluster', 'redis://a:7000,http://b'], /--redis-cluster .* must list redis:\/\/ or rediss:\/\/ URLs, comma-separated \(got "http:\/\/b"\)/],
+    [[...base, '--redis-cluster', ','], /must list redis:\/\/ or rediss:\/\/ URLs of cluster masters/],
+    [[...base, '--redis-cluster', 'redis://a,rediss://b'], /mixes redis:\/\/ and rediss:\/\//],
+    [[...base, '--redis', 'redis://a', '--redis-cluster', 'redis://b'], /--redis and --redis-cluster cannot be combined/],
+    [[...base, '--redis-cluster', 'redis://b', '--history-dir', '/tmp/x'], /--history-dir cannot be combined with --redis-cluster/]
   ]
   for (const [argv, message] of cases) assert.match(failure(argv), message, argv.join(' '))
 })

@@ -74,6 +74,9 @@ describe('app.register(mles, options)', () => {
     expect<MlesOptions['key']>().type.toBe<string | undefined>()
     expect<MlesOptions['redis']>().type.toBe<string | MlesRedisOptions | undefined>()
     expect<MlesRedisOptions>().type.toBeAssignableFrom({ url: 'redis://x' })
+    expect<MlesRedisOptions>().type.toBeAssignableFrom({ cluster: ['redis://a:7000', 'redis://b:7001'], keyPrefix: 'app:' })
+    expect<MlesRedisOptions>().type.not.toBeAssignableFrom({ url: 'redis://x', cluster: ['redis://a:7000'] })
+    expect<MlesRedisOptions>().type.not.toBeAssignableFrom({ keyPrefix: 'app:' })
     expect<NonNullable<MlesOptions['v1']>>().type.toBeAssignableFrom({ port: 8077 })
   })
 
