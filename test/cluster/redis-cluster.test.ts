@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url'
 import type { Cluster } from 'ioredis'
 import { MlesClient } from '../../src/client/index.js'
 import { runCli } from '../helpers/cli.js'
-import { TestClient } from '../helpers/client.js'
+import { refusedUpgrade, TestClient } from '../helpers/client.js'
 import { clusterClient, startRedisCluster, type RedisClusterProcess } from '../helpers/redis-cluster.js'
 import { sleep, startMles, waitFor, type RunningServer } from '../helpers/server.js'
 import type { MlesOptions } from '../../src/index.js'
@@ -226,6 +226,21 @@ describe('Redis engine on a Redis Cluster', () => {
       for (const each of clients) each.close()
       cli.child.kill('SIGTERM')
       assert.equal(await cli.exited, 0, cli.stderr())
+    }
+  })
+
+  test('the per-IP limit counts in the cluster: two nodes share one limit per address', { timeout: 30_000 }, async () => {
+    const prefix = `rc${++prefixSerial}:`
+    const nodes = await startNodes(2, prefix, { perIpLimit: 3, perIpWindowMs: 60_000 })
+    const clients: TestClient[] = []
+    try {
+      clients.push(await TestClient.connect(nodes[0].url), await TestClient.connect(nodes[1].url), await TestClient.connect(nodes[0].url))
+      for (const node of [nodes[1], nodes[0]]) assert.equal((await refusedUpgrade(node.url)).status, 429)
+      assert.equal(nodes[0].app.mles.metrics().dropped_by_ip + nodes[1].app.mles.metrics().dropped_by_ip, 2)
+      assert.equal(await client.get(`${prefix}per-ip:GET/-127.0.0.1`), '5')
+    } finally {
+      for (const each of clients) each.close()
+      await Promise.all(nodes.map(async (node) => { await node.app.close() }))
     }
   })
 })
