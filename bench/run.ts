@@ -311,6 +311,10 @@ const rtTwoWorkers = median(find('mles-workers2', 'W2', w2), 'round_trips_per_s'
 if (rtOneWorker !== undefined && rtTwoWorkers !== undefined) check('W2 with --workers 2 and Redis ≥ 1.6× one worker with Redis', rtTwoWorkers / rtOneWorker, (r) => r >= 1.6, (r) => `${r.toFixed(2)}×`)
 if (rtOurs !== undefined && rtTwoWorkers !== undefined) check('W2 with --workers 2 and Redis ≥ 1.6× the single-process plugin', rtTwoWorkers / rtOurs, (r) => r >= 1.6, (r) => `${r.toFixed(2)}×`)
 if (rtOneWorker !== undefined && rtOurs !== undefined) check('W2 with one node on Redis ≥ 0.8× the in-memory node', rtOneWorker / rtOurs, (r) => r >= 0.8, (r) => `${r.toFixed(2)}×`)
+// The node's own CPU per frame (W2: one delivery per frame), Redis's not counted: what the Redis path adds to a frame.
+const usMemory = median(find('fastify-mles', 'W2', w2), 'server_us_per_delivery')
+const usRedis = median(find('mles-redis', 'W2', w2), 'server_us_per_delivery')
+if (usMemory !== undefined && usRedis !== undefined) check('W2 server µs per frame added by the Redis path ≤ 4 µs', usRedis - usMemory, (v) => v <= 4, (v) => `+${v.toFixed(1)} µs (${usRedis.toFixed(1)} against ${usMemory.toFixed(1)})`)
 const rtSocketIoRedis = median(find('socket.io-redis', 'W2', w2), 'round_trips_per_s')
 if (rtOneWorker !== undefined && rtSocketIoRedis !== undefined) check('W2 with one node on Redis ≥ 3× socket.io + Redis adapter', rtOneWorker / rtSocketIoRedis, (r) => r >= 3, (r) => `${r.toFixed(1)}×`)
 check('W3 ≤ 6 KB per idle connection (settled)', median(find('fastify-mles', 'W3', { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 }), 'kb_per_conn'), (v) => v <= 6, (v) => `${v.toFixed(2)} KB`)
