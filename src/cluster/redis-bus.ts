@@ -427,6 +427,13 @@ export class RedisBus<M extends HubMember> implements Replication {
       return
     }
     if (this.commands.status !== 'ready' || this.sendFailing) {
+      // Frames still in flight when the connection went come first: settled here in their order.
+      if (this.inFlightBatches.size > 0) {
+        const inFlight: Outgoing[] = []
+        for (const pending of this.inFlightBatches) inFlight.push(...pending)
+        inFlight.sort((x, y) => x.serial - y.serial)
+        for (const earlier of inFlight) this.settleHere(earlier)
+      }
       // Delivered and kept here now; the other nodes get it once Redis is back.
       this.settleHere(item)
       this.enqueue(item)
@@ -683,12 +690,21 @@ export class RedisBus<M extends HubMember> implements Replication {
           failed = true
         }
         if (this.watches.get(channel) !== watch) return
+        const read: Pending[] = []
         for (const [idBytes, fields] of entries) {
           const id = StreamId.parse(idBytes.toString('latin1'))
           const body = fieldValue(fields)
           if (id === null || body === null) continue
           if (initial && this.options.historyLimit === 0) watch.cursor = id
-          else this.apply(channel, watch, id, body, initial)
+          else if (initial) this.apply(channel, watch, id, body, true)
+          else read.push({ id, body })
+        }
+        if (!initial && !failed) {
+          // Merged with the notices held meanwhile, by id: a stream trimmed while this node was away still reaches
+          // members through the notices it did get, instead of the cursor jumping past them.
+          const merged = [...read, ...(watch.held ?? [])].sort((x, y) => x.id.isAfter(y.id) ? 1 : y.id.isAfter(x.id) ? -1 : 0)
+          watch.held = []
+          for (const notice of merged) this.apply(channel, watch, notice.id, notice.body, false)
         }
         if (failed) {
           watch.stale = true
