@@ -12,6 +12,7 @@ import { FileCertificates, type CertificateSource, type CertificateStatus } from
 import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type AcmeTuning, type ServerConfig } from './config.js'
 import { REFERENCE_METRICS } from './metrics.js'
 import { standaloneOrigins } from './origins.js'
+import { closeSpareConnectionsOnClose } from './spare-connections.js'
 import { ENCODINGS, hostDomain, registerWebRoot, type WebRootStats } from './webroot.js'
 
 export type { ServerConfig, AcmeTuning, TlsMode } from './config.js'
@@ -193,6 +194,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host, ...(config.v1Peer === undefined ? {} : { peer: config.v1Peer }) } }),
     ...(config.historyDir === undefined ? {} : { historyDir: config.historyDir, historyFlushMs: config.historyFlushMs })
   })
+  closeSpareConnectionsOnClose(app)
 
   let address: AddressInfo
   try {
@@ -207,6 +209,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
   let httpAddress: AddressInfo | undefined
   if (config.tls === 'acme' || config.redirect) {
     httpApp = Fastify({ loggerInstance: app.log, return503OnClosing: true }) as unknown as FastifyInstance
+    closeSpareConnectionsOnClose(httpApp)
     const domains = new Set(config.domains)
     httpApp.get('/.well-known/acme-challenge/:token', async (request, reply) => {
       const answer = acmeCertificates?.challengeResponse((request.params as { token: string }).token)

@@ -6,6 +6,7 @@ import fastifyCookie from '@fastify/cookie'
 import fastifyFormbody from '@fastify/formbody'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import mles, { type MlesAuthorize, type MlesOptions } from '../../src/index.js'
+import { closeSpareConnectionsOnClose } from '../spare-connections.js'
 import { checkPassword, DEMO_USERS, USER_NAME, type WebsiteUser } from './users.js'
 
 // An existing-style site (a login form, a session cookie, pages rendered on
@@ -240,6 +241,7 @@ export async function buildWebsite (options: WebsiteOptions = {}): Promise<Fasti
     authorize,
     allowedOrigins: configured ?? ownOrigin
   })
+  closeSpareConnectionsOnClose(app)
 
   // Presence: the room hears who comes and goes, so pages refresh their list of who is online.
   const presence = (event: 'joined' | 'left') => ({ channel, uid }: { channel: string, uid: string }): void => {

@@ -1,6 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
+import { connect } from 'node:net'
+import { connect as tlsConnect } from 'node:tls'
 import { makeCa, issue } from '../helpers/certs.js'
 import { runCli } from '../helpers/cli.js'
 import { TestClient } from '../helpers/client.js'
@@ -93,4 +95,29 @@ test('shutdown is bounded: a response that never drains is cut at shutdownTimeou
   await server.shutdown()
   const took = Date.now() - started
   assert.ok(took >= 400 && took < 4000, `took ${took} ms`)
+})
+
+/** A connection opened ahead of need, as Chromium's preconnect does, that never sends a request; over TLS its handshake is done. */
+async function spareConnection (port: number, tlsCa?: string): Promise<{ closed: Promise<void> }> {
+  const socket = tlsCa === undefined
+    ? connect(port, '127.0.0.1')
+    : tlsConnect({ port, host: '127.0.0.1', servername: 'a.test', ca: tlsCa })
+  socket.on('error', () => {})
+  await new Promise((resolve) => socket.once(tlsCa === undefined ? 'connect' : 'secureConnect', resolve))
+  return { closed: new Promise((resolve) => { socket.once('close', () => { resolve() }) }) }
+}
+
+test('a connection that never sends a request (a browser\'s preconnect) does not hold the shutdown, plain or TLS', async () => {
+  const ca = makeCa()
+  const cert = issue(ca, ['a.test'])
+  for (const tls of [undefined, { tls: 'files' as const, tlsCert: cert.cert, tlsKey: cert.key }]) {
+    // Far beyond the test's own timeout: a shutdown that waited for the spare connection would not end.
+    const server = await startStandalone({ domains: ['a.test'], wwwroot: www, shutdownTimeoutMs: 600_000, ...tls })
+    const port = server.address.port
+    const member = await TestClient.join(`${tls === undefined ? 'ws' : 'wss'}://127.0.0.1:${port}/`, { uid: 'a', channel: 'c' }, tls === undefined ? {} : { ca: ca.pem, servername: 'a.test' })
+    const spare = await spareConnection(port, tls === undefined ? undefined : ca.pem)
+    await server.shutdown()
+    assert.equal((await member.closedWithin()).code, 1001, 'members are still closed with 1001 first')
+    await spare.closed
+  }
 })
