@@ -50,6 +50,8 @@ export interface MlesMetricsSnapshot {
   cluster_dropped_frames: number
   /** Cluster mode: channels whose history this node wrote back to a Redis that had lost it. */
   cluster_restored_channels: number
+  /** Cluster mode: times this node came back to a channel whose stream no longer held every frame it had missed (more than `historyLimit + redis.catchUpFrames` were written meanwhile): its members missed some. */
+  cluster_unfilled_gaps: number
 }
 
 /** The server's counters: plain fields, bumped in place on the hot path. */
@@ -75,6 +77,7 @@ export class Metrics {
   clusterUnsentFrames = 0
   clusterDroppedFrames = 0
   clusterRestoredChannels = 0
+  clusterUnfilledGaps = 0
 
   snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
     return {
@@ -101,7 +104,8 @@ export class Metrics {
       cluster_outages: this.clusterOutages,
       cluster_unsent_frames: this.clusterUnsentFrames,
       cluster_dropped_frames: this.clusterDroppedFrames,
-      cluster_restored_channels: this.clusterRestoredChannels
+      cluster_restored_channels: this.clusterRestoredChannels,
+      cluster_unfilled_gaps: this.clusterUnfilledGaps
     }
   }
 }

@@ -159,6 +159,16 @@ export interface MlesRedisSettings {
    * (counted as `cluster_dropped_frames`). Default 64 MiB.
    */
   outboxBytes?: number
+  /**
+   * Frames a channel's stream keeps in Redis beyond `historyLimit`: what a
+   * node whose connection was cut (a Redis restart, a network blip) catches
+   * up from — another node's outbox included, which arrives all at once. A
+   * node that missed more than `historyLimit + catchUpFrames` frames of a
+   * channel loses the oldest of them (counted as `cluster_unfilled_gaps`,
+   * logged). Redis holds up to this many more entries per active channel.
+   * Default 10 000.
+   */
+  catchUpFrames?: number
 }
 
 /** The Redis engine's settings after defaults: exactly one of `url` and `cluster`. */
@@ -267,7 +277,7 @@ function integerOption (name: keyof typeof INTEGER_RANGES, value: unknown): numb
   return value
 }
 
-const REDIS_KEYS = ['url', 'cluster', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes']
+const REDIS_KEYS = ['url', 'cluster', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes', 'catchUpFrames']
 
 /** Whether `value` is a redis:// or rediss:// URL. */
 function isRedisUrl (value: unknown): value is string {
@@ -323,7 +333,8 @@ function redisOption (value: unknown): ResolvedRedisOptions | undefined {
     keyPrefix,
     leaseTtlMs: integer('leaseTtlMs', 15_000, 30),
     connectTimeoutMs: integer('connectTimeoutMs', 5000, 1),
-    outboxBytes: integer('outboxBytes', 64 * MiB, 0, Number.MAX_SAFE_INTEGER)
+    outboxBytes: integer('outboxBytes', 64 * MiB, 0, Number.MAX_SAFE_INTEGER),
+    catchUpFrames: integer('catchUpFrames', 10_000, 0, 1_000_000)
   }
 }
 

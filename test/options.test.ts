@@ -27,9 +27,9 @@ test('key comes from the option, else from MLES_KEY; empty MLES_KEY means none',
 })
 
 test('redis takes a URL or settings, with defaults', () => {
-  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', cluster: undefined, keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
-  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', cluster: undefined, keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
-  assert.deepEqual(resolveOptions({ redis: { cluster: ['redis://a:7000', 'redis://b:7001'] } }, {}).redis, { url: undefined, cluster: ['redis://a:7000', 'redis://b:7001'], keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024 })
+  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', cluster: undefined, keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
+  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', cluster: undefined, keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
+  assert.deepEqual(resolveOptions({ redis: { cluster: ['redis://a:7000', 'redis://b:7001'] } }, {}).redis, { url: undefined, cluster: ['redis://a:7000', 'redis://b:7001'], keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
 })
 
 test('byte bounds follow a larger maxMessageBytes by default', () => {
@@ -70,6 +70,7 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ redis: { url: 'redis://x', db: 2 } }, 'redis.db', /not a setting of the Redis engine/],
   [{ redis: { url: 'redis://x', keyPrefix: 7 } }, 'redis.keyPrefix', /must be a string/],
   [{ redis: { url: 'redis://x', outboxBytes: -1 } }, 'redis.outboxBytes', /from 0 to/],
+  [{ redis: { url: 'redis://x', catchUpFrames: 1.5 } }, 'redis.catchUpFrames', /from 0 to 1000000/],
   [{ historyDir: '' }, 'historyDir', /non-empty directory path \(got ""\)/],
   [{ historyDir: 5 }, 'historyDir', /non-empty directory path \(got 5\)/],
   [{ historyFlushMs: 0 }, 'historyFlushMs', /from 1 to 2147483647 \(got 0\)/],

@@ -56,6 +56,26 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1`
 
+/**
+ * The entries after a node's cursor (a gap read), and whether Redis trimmed
+ * some of them before the node could read them: 1 when the read is as long
+ * as the stream keeps, nothing at or before the cursor is left, and the
+ * stream has had more entries than it holds. In one step, so that trimming
+ * cannot fall between the read and the check.
+ */
+const READ_AFTER_SCRIPT = `
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+')
+local trimmed = 0
+if #entries >= tonumber(ARGV[2]) and #redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', 1) == 0 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local length, added = 0, 0
+  for i = 1, #info, 2 do
+    if info[i] == 'length' then length = info[i + 1] elseif info[i] == 'entries-added' then added = info[i + 1] end
+  end
+  if added > length then trimmed = 1 end
+end
+return { trimmed, entries }`
+
 /** Deletes a uid lease only if it is still ours. */
 const RELEASE_SCRIPT = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -92,6 +112,8 @@ interface BusCommands {
   mlesRestore: (...args: Array<string | number | Buffer>) => Promise<number>
   /** `mlesRefresh(count, ...keys, ttlMs, ...tokens)` */
   mlesRefresh: (...args: Array<string | number>) => Promise<number[]>
+  /** `mlesReadAfterBuffer(stream, cursor, streamLength)`: [1 if entries were trimmed unread, the entries after the cursor] */
+  mlesReadAfterBuffer: (stream: string, cursor: string, streamLength: number) => Promise<[number, Array<[Buffer, Buffer[]]>]>
 }
 
 type BusConnection = RedisConnection & BusCommands
@@ -195,6 +217,10 @@ export class RedisBus<M extends HubMember> implements Replication {
   private readonly leases = new Set<Lease>()
   /** Bytes of the topic prefix of one Redis: where a notice's channel name starts. */
   private readonly topicPrefixBytes: number
+  /** Entries a channel's stream keeps: its history and the catch-up margin for nodes whose connection was cut. */
+  private readonly streamLength: number
+  /** An unfilled gap was logged since the last lost connection. */
+  private gapLogged = false
   /** On a Redis Cluster: a shard's subscription was lost, and the channels are not subscribed again yet. */
   private resubscribing = false
   private hub: Hub<M> | null = null
@@ -239,6 +265,7 @@ export class RedisBus<M extends HubMember> implements Replication {
       commandTimeout: Math.max(1000, options.connectTimeoutMs)
     }
     this.sharded = options.cluster !== undefined
+    this.streamLength = options.historyLimit + options.catchUpFrames
     this.keys = new KeyLayout(options.keyPrefix, this.sharded)
     // ioredis files a Cluster's auto-pipelined command under the slot of its first argument, which for our scripts is a key count: off there.
     this.commands = openRedis(options, { ...connection, enableAutoPipelining: !this.sharded, connectionName: `mles:${this.nodeId}` }) as BusConnection
@@ -247,6 +274,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
     this.commands.defineCommand('mlesRestore', { numberOfKeys: 1, lua: RESTORE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT })
+    this.commands.defineCommand('mlesReadAfter', { numberOfKeys: 1, lua: READ_AFTER_SCRIPT })
     this.topicPrefixBytes = Buffer.byteLength(options.keyPrefix + 'p:')
 
     this.commands.on('error', (error: Error) => { this.connectionFault('commands', error) })
@@ -471,7 +499,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   private sendSlot (batch: Outgoing[]): void {
     const args: Array<string | number | Buffer> = [batch.length]
     for (const item of batch) args.push(this.streamKey(item.channel))
-    args.push(this.options.historyLimit, this.options.channelIdleMs)
+    args.push(this.streamLength, this.options.channelIdleMs)
     for (const item of batch) args.push(this.expectsStream(item.channel) ? 1 : 0, this.topic(item.channel), item.entry)
     this.inFlightBatches.add(batch)
     this.commands.mlesPublish(...args).then((skipped) => {
@@ -683,7 +711,9 @@ export class RedisBus<M extends HubMember> implements Replication {
           if (initial) {
             entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
           } else {
-            entries = await this.commands.xrangeBuffer(this.streamKey(channel), '(' + String(watch.cursor), '+')
+            const [trimmed, after] = await this.commands.mlesReadAfterBuffer(this.streamKey(channel), String(watch.cursor), this.streamLength)
+            entries = after
+            if (trimmed === 1) this.unfilledGap(channel)
           }
         } catch (error) {
           if ((error as Error).message !== 'not connected') this.fault('reading a channel', error)
@@ -724,6 +754,14 @@ export class RedisBus<M extends HubMember> implements Replication {
     } finally {
       watch.reading = false
     }
+  }
+
+  /** Redis trimmed frames this node had missed before it could read them: counted, and logged once per outage. */
+  private unfilledGap (channel: string): void {
+    this.metrics.clusterUnfilledGaps++
+    if (this.gapLogged) return
+    this.gapLogged = true
+    this.log.warn(`mles: this node missed more frames of channel ${JSON.stringify(channel)} than Redis keeps (historyLimit + redis.catchUpFrames = ${this.streamLength}) while its connection was cut; its members here miss the oldest of them (counted as cluster_unfilled_gaps)`)
   }
 
   /** A stream notice from the subscriber connection. */
@@ -794,6 +832,7 @@ export class RedisBus<M extends HubMember> implements Replication {
       for (const watch of this.watches.values()) watch.stale = true
     }
     if (!wasDown && (this.commandsDown || this.subscriberDown)) {
+      this.gapLogged = false
       this.metrics.clusterOutages++
       this.log.warn(`mles: lost the connection to ${this.sharded ? '' : 'Redis at '}${describeRedis(this.options)}; serving this node's members only until it is back`)
     }
@@ -845,7 +884,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     const history = local.history
     const kept = history.size - watch.settledHere.size
     if (kept <= 0) return null
-    const args: Array<string | number | Buffer> = [this.streamKey(channel), this.options.historyLimit, this.options.channelIdleMs]
+    const args: Array<string | number | Buffer> = [this.streamKey(channel), this.streamLength, this.options.channelIdleMs]
     for (let i = 0; i < kept; i++) {
       const wire = history.at(i)
       args.push(encodeEntry(this.nodeIdBytes, 0, history.senderAt(i), history.isJoinAt(i), isBinaryFrame(wire), framePayload(wire), true))

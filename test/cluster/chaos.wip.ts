@@ -345,7 +345,10 @@ test('chaos, 2 nodes: clients join, publish and leave while Redis is killed, res
     const liveCount = (member: Member): number => member.received.length - Math.min(HISTORY_LIMIT, member.node.logs.get(member.channel)?.position.get(member.joinText) ?? 0)
     await waitFor(() => longLived.every((member) => liveCount(member) >= liveExpected(member)) &&
       nodes.every((node) => CHANNELS.every((channel) => (node.logs.get(channel)?.position.size ?? 0) >= (frameCount.get(channel) ?? 0))),
-    'every frame at every long-lived member and in both histories', 20_000).catch((error: Error) => { failures.push(error.message) })
+    'every frame at every long-lived member and in both histories', 20_000).catch((error: Error) => {
+      failures.push(error.message)
+      for (const node of nodes) failures.push(`node ${node.name} timed out in this state: ${busState(node)}`)
+    })
     await sleep(300) // anything sent twice would arrive now
 
     // 1. Every long-lived member got every other client's frame once, in order.
@@ -360,7 +363,9 @@ test('chaos, 2 nodes: clients join, publish and leave while Redis is killed, res
       for (const [publisher, texts] of got) {
         const want = ofChannel(member.channel).filter((text) => !isJoin(text) && sent.get(text)?.publisher === publisher)
         if (publisher === member.uid) failures.push(`${member.uid} got its own frames back`)
-        for (const problem of differences(texts, want)) failures.push(`${member.uid} (node ${member.node.name}), frames of ${publisher}: ${problem}`)
+        const firstLost = want.find((text) => !texts.includes(text))
+        const lostWhen = firstLost === undefined ? '' : `; the first lost was sent ${(sent.get(firstLost) as SentFrame).at - started} ms in, ${phaseAt((sent.get(firstLost) as SentFrame).at)}`
+        for (const problem of differences(texts, want)) failures.push(`${member.uid} (node ${member.node.name}), frames of ${publisher}: ${problem}${lostWhen}`)
       }
       const joins = live.filter(isJoin)
       if (joins.length > 0) failures.push(`${member.uid} got ${joins.length} join frame(s) live`)
@@ -368,6 +373,7 @@ test('chaos, 2 nodes: clients join, publish and leave while Redis is killed, res
     for (const node of nodes) {
       const metrics = node.server.app.mles.metrics()
       if (metrics.cluster_dropped_frames !== 0) failures.push(`node ${node.name}: cluster_dropped_frames ${metrics.cluster_dropped_frames}`)
+      if (metrics.cluster_unfilled_gaps !== 0) failures.push(`node ${node.name}: cluster_unfilled_gaps ${metrics.cluster_unfilled_gaps}`)
       // The outages did happen, and hit this node.
       if (metrics.cluster_outages < 1) failures.push(`node ${node.name}: no outage counted`)
       if (metrics.cluster_unsent_frames === 0) failures.push(`node ${node.name}: no frame was kept for later`)
@@ -464,6 +470,16 @@ test('chaos, 2 nodes: clients join, publish and leave while Redis is killed, res
     for (const member of members) member.client.close()
     await Promise.allSettled(nodes.map(async (node) => { await node.server.app.close() }))
     await redis.cleanup()
+  }
+
+  /** What a node's Redis engine is doing, from its private state: why frames are not arriving. */
+  function busState (node: Node): string {
+    const bus = (node.server.app.mles as unknown as { cluster: Record<string, unknown> }).cluster
+    const status = (name: string): string => String((bus[name] as { status: string }).status)
+    const watches = [...(bus.watches as Map<string, { cursor: { toString: () => string } | null, stale: boolean, reading: boolean, held: unknown[] | null }>)]
+      .map(([channel, watch]) => `${channel} {cursor ${String(watch.cursor)}, stale ${String(watch.stale)}, reading ${String(watch.reading)}, held ${watch.held === null ? 'null' : watch.held.length}}`)
+    return `commands ${status('commands')}, subscriber ${status('subscriber')}, sendFailing ${String(bus.sendFailing)}, ` +
+      `outbox ${(bus.outbox as unknown[]).length - (bus.outboxHead as number)}, inFlight ${String(bus.inFlight)}, watches ${watches.join(', ')}`
   }
 
   function phaseAt (at: number): string {

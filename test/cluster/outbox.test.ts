@@ -106,3 +106,64 @@ test('Redis restarted empty: the history comes back from the nodes\' memory, the
     await redis.cleanup()
   }
 })
+
+/** Node `server`'s subscriber connection to Redis, to cut it and bring it back at chosen moments. */
+function subscriberOf (server: Awaited<ReturnType<typeof startMles>>): { status: string, disconnect: () => void, connect: () => Promise<void> } {
+  return (server.app.mles as unknown as { cluster: { subscriber: { status: string, disconnect: () => void, connect: () => Promise<void> } } }).cluster.subscriber
+}
+
+/** Two nodes as `pair` makes them, node B's warnings collected; B's subscription is cut while A publishes `count` frames, then comes back. */
+async function catchUp (catchUpFrames: number, count: number): Promise<{ received: string[], expected: string[], gaps: number, warnings: string[] }> {
+  const redis = await startRedis()
+  const options: MlesOptions = { historyLimit: 5, messagesPerSecond: 0, redis: { url: redis.url, leaseTtlMs: 900, catchUpFrames } }
+  const warnings: string[] = []
+  const a = await startMles(options)
+  const b = await startMles(options, undefined, { logger: { level: 'warn', stream: { write: (line: string) => { warnings.push(String((JSON.parse(line) as { msg: string }).msg)) } } } })
+  const sender = await TestClient.join(a.url, { uid: 'sender', channel: 'c' })
+  await waitForMembers(a.app, 'c', 1)
+  const remote = await TestClient.join(b.url, { uid: 'remote', channel: 'c' })
+  try {
+    await remote.texts(1)
+    sender.send('before')
+    assert.equal((await remote.next()).text, 'before')
+    const subscriber = subscriberOf(b)
+    subscriber.disconnect()
+    await waitFor(() => subscriber.status === 'end', 'B\'s subscription cut')
+    const expected = Array.from({ length: count }, (_, i) => `#${i}`)
+    for (const text of expected) sender.send(text)
+    // Written to Redis: node A stores each frame when its notice comes back.
+    await waitFor(() => a.app.mles.history('c').at(-1)?.data.toString() === `#${count - 1}`, 'the frames in Redis')
+    await subscriber.connect()
+    const received: string[] = []
+    // Everything that can arrive has arrived once the stream's last frame is in.
+    for (;;) {
+      const text = (await remote.next(10_000)).text
+      received.push(text)
+      if (text === expected[count - 1]) break
+    }
+    await remote.expectSilence(300)
+    sender.send('after')
+    assert.equal((await remote.next()).text, 'after', 'notices flow again')
+    return { received, expected, gaps: b.app.mles.metrics().cluster_unfilled_gaps, warnings }
+  } finally {
+    sender.close()
+    remote.close()
+    await Promise.all([a.app.close(), b.app.close()])
+    await redis.cleanup()
+  }
+}
+
+test('a node whose subscription was cut catches up from the stream: far more than historyLimit frames written meanwhile all arrive, once, in order', async () => {
+  const { received, expected, gaps, warnings } = await catchUp(500, 300)
+  assert.deepEqual(received, expected)
+  assert.equal(gaps, 0)
+  assert.deepEqual(warnings.filter((line) => line.includes('catchUpFrames')), [])
+})
+
+test('past historyLimit + redis.catchUpFrames the oldest missed frames are gone: the newest arrive in order, the gap is counted and logged once', async () => {
+  const { received, expected, gaps, warnings } = await catchUp(10, 400)
+  assert.ok(received.length >= 15 && received.length < 400, `${received.length} of 400 arrived`)
+  assert.deepEqual(received, expected.slice(400 - received.length), 'the newest, in order')
+  assert.equal(gaps, 1)
+  assert.equal(warnings.filter((line) => line.includes('cluster_unfilled_gaps')).length, 1)
+})
