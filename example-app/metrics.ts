@@ -24,5 +24,6 @@ export const EXTRA_METRICS = [
   'cluster_outages',
   'cluster_unsent_frames',
   'cluster_dropped_frames',
-  'cluster_restored_channels'
+  'cluster_restored_channels',
+  'cluster_unfilled_gaps'
 ] as const
