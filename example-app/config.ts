@@ -64,8 +64,8 @@ export interface ServerConfig {
   logLevel: string
   /** Longest a graceful shutdown may take before connections are cut. */
   shutdownTimeoutMs: number
-  /** Redis URL, or the masters of a Redis Cluster: this server is one node of a cluster sharing channels through it. */
-  redis?: string | { cluster: string[] }
+  /** Redis URL, the masters of a Redis Cluster, or Sentinels and the master they watch: this server is one node of a cluster sharing channels through it. */
+  redis?: string | { cluster: string[] } | { sentinels: string[], masterName: string }
   /** Port for clients of the legacy v1 TCP protocol (IANA: 8077), on `host`; off when undefined. */
   v1Port?: number
   /** A v1 server (`HOST[:PORT]`) each channel with local members is linked to; needs `v1Port`. */
@@ -156,8 +156,17 @@ function redisUrl (value: string): string {
 
 /** `--redis-cluster URL[,URL…]`: masters of one Redis Cluster, all redis:// or all rediss://. */
 function redisClusterUrls (value: string): string[] {
+  return redisUrls(value, 'cluster masters')
+}
+
+/** `--redis-sentinel URL[,URL…]`: Sentinels, all redis:// or all rediss://. */
+function redisSentinelUrls (value: string): string[] {
+  return redisUrls(value, 'Sentinels')
+}
+
+function redisUrls (value: string, what: string): string[] {
   const urls = value.split(',').map((part) => part.trim()).filter((part) => part !== '')
-  if (urls.length === 0) throw new InvalidArgumentError('must list redis:// or rediss:// URLs of cluster masters, comma-separated')
+  if (urls.length === 0) throw new InvalidArgumentError(`must list redis:// or rediss:// URLs of ${what}, comma-separated`)
   for (const each of urls) {
     try {
       redisUrl(each)
@@ -165,7 +174,7 @@ function redisClusterUrls (value: string): string[] {
       throw new InvalidArgumentError(`must list redis:// or rediss:// URLs, comma-separated (got "${each}")`)
     }
   }
-  if (new Set(urls.map((each) => new URL(each).protocol)).size > 1) throw new InvalidArgumentError('mixes redis:// and rediss://: the nodes of one cluster are reached the same way')
+  if (new Set(urls.map((each) => new URL(each).protocol)).size > 1) throw new InvalidArgumentError(`mixes redis:// and rediss://: the ${what} are reached the same way`)
   return urls
 }
 
@@ -240,6 +249,8 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--v1-peer <host[:port]>', 'with --v1-port: link every channel with members here to this v1 server (port 8077 by default)').argParser(peerAddress))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
     .addOption(new Option('--redis-cluster <urls>', 'as --redis, through a Redis Cluster: comma-separated URLs of some of its masters').argParser(redisClusterUrls))
+    .addOption(new Option('--redis-sentinel <urls>', 'as --redis, through Redis Sentinel: comma-separated URLs of some Sentinels (port 26379 by default); with --redis-master').argParser(redisSentinelUrls))
+    .option('--redis-master <name>', 'with --redis-sentinel: the name the Sentinels monitor the master under')
     .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
     .option('--api-key <key>', 'turn on the HTTP API for backends at /_mles/api, with this bearer key (16 characters or more; better given as MLES_API_KEY)')
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
@@ -273,6 +284,8 @@ interface ParsedFlags {
   metricsInterval: number
   redis?: string
   redisCluster?: string[]
+  redisSentinel?: string[]
+  redisMaster?: string
   v1Port?: number
   v1Peer?: string
   workers: number
@@ -315,13 +328,18 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
   if (flags.v1Peer !== undefined && flags.v1Port === undefined) throw new ConfigError('--v1-peer needs --v1-port')
-  if (flags.redis !== undefined && flags.redisCluster !== undefined) throw new ConfigError('--redis and --redis-cluster cannot be combined: give one Redis or one Redis Cluster')
-  const redisFlag = flags.redisCluster !== undefined ? '--redis-cluster' : '--redis'
-  const redis = flags.redisCluster !== undefined ? { cluster: flags.redisCluster } : flags.redis
+  const redisFlags = (['redis', 'redisCluster', 'redisSentinel'] as const).filter((name) => flags[name] !== undefined).map(flagName)
+  if (redisFlags.length > 1) throw new ConfigError(`${redisFlags.join(' and ')} cannot be combined: give one Redis, one Redis Cluster or the Sentinels of one`)
+  if (flags.redisSentinel !== undefined && (flags.redisMaster === undefined || flags.redisMaster === '')) throw new ConfigError('--redis-sentinel needs --redis-master NAME: the name the Sentinels monitor the master under')
+  if (flags.redisMaster !== undefined && flags.redisSentinel === undefined) throw new ConfigError('--redis-master goes with --redis-sentinel')
+  const redisFlag = redisFlags[0] ?? '--redis'
+  const redis = flags.redisCluster !== undefined
+    ? { cluster: flags.redisCluster }
+    : flags.redisSentinel !== undefined ? { sentinels: flags.redisSentinel, masterName: flags.redisMaster as string } : flags.redis
   if (flags.v1Peer !== undefined && redis !== undefined) throw new ConfigError(`--v1-peer cannot be combined with ${redisFlag}`)
   if (flags.historyDir !== undefined && redis !== undefined) throw new ConfigError(`--history-dir cannot be combined with ${redisFlag}: in a cluster the history lives in Redis`)
   if (flags.workers > 1) {
-    if (redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL (or --redis-cluster): the workers share channels, history and uids through Redis`)
+    if (redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL (or --redis-cluster, --redis-sentinel): the workers share channels, history and uids through Redis`)
     if (tls === 'acme') throw new ConfigError('--workers cannot get certificates through ACME (each worker would order its own); use --tls-cert/--tls-key, or --no-tls behind a TLS-terminating proxy')
   }
 

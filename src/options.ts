@@ -131,11 +131,16 @@ export interface MlesV1Options {
   peerRetryMaxMs?: number
 }
 
-/** The Redis engine's settings (option `redis`): `url` for one Redis, or `cluster` for a Redis Cluster. */
+/**
+ * The Redis engine's settings (option `redis`): `url` for one Redis,
+ * `cluster` for a Redis Cluster, or `sentinels` and `masterName` for a Redis
+ * watched by Sentinel.
+ */
 export type MlesRedisOptions = MlesRedisSettings & ({
   /** `redis://` or `rediss://` URL of one Redis. */
   url: string
   cluster?: undefined
+  sentinels?: undefined
 } | {
   /**
    * Redis Cluster: `redis://` or `rediss://` URLs of some of its masters (the
@@ -143,6 +148,19 @@ export type MlesRedisOptions = MlesRedisSettings & ({
    */
   cluster: readonly string[]
   url?: undefined
+  sentinels?: undefined
+} | {
+  /**
+   * Redis Sentinel: `redis://` or `rediss://` URLs of some of the Sentinels
+   * (port 26379 by default); the engine asks them for the master of
+   * `masterName`, and again after a failover. A user and password in the
+   * first URL, or `rediss://`, apply to the Sentinels and to the master.
+   */
+  sentinels: readonly string[]
+  /** The name the Sentinels monitor the master under (`sentinel monitor <name> …`). */
+  masterName: string
+  url?: undefined
+  cluster?: undefined
 })
 
 /** The settings of the Redis engine that do not name the server. */
@@ -171,10 +189,12 @@ export interface MlesRedisSettings {
   catchUpFrames?: number
 }
 
-/** The Redis engine's settings after defaults: exactly one of `url` and `cluster`. */
+/** The Redis engine's settings after defaults: exactly one of `url`, `cluster` and `sentinels` (with `masterName`). */
 export interface ResolvedRedisOptions extends Required<MlesRedisSettings> {
   url: string | undefined
   cluster: string[] | undefined
+  sentinels: string[] | undefined
+  masterName: string | undefined
 }
 
 /** Options after defaults, validated. */
@@ -277,7 +297,7 @@ function integerOption (name: keyof typeof INTEGER_RANGES, value: unknown): numb
   return value
 }
 
-const REDIS_KEYS = ['url', 'cluster', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes', 'catchUpFrames']
+const REDIS_KEYS = ['url', 'cluster', 'sentinels', 'masterName', 'keyPrefix', 'leaseTtlMs', 'connectTimeoutMs', 'outboxBytes', 'catchUpFrames']
 
 /** Whether `value` is a redis:// or rediss:// URL. */
 function isRedisUrl (value: unknown): value is string {
@@ -294,27 +314,40 @@ function redisOption (value: unknown): ResolvedRedisOptions | undefined {
   if (value === undefined) return undefined
   const given = (typeof value === 'string' ? { url: value } : value) as Record<string, unknown>
   if (typeof given !== 'object' || given === null || Array.isArray(given)) {
-    throw new MlesOptionError('redis', `must be a redis:// URL, { url, ... } or { cluster: [urls], ... } (got ${describe(value)})`)
+    throw new MlesOptionError('redis', `must be a redis:// URL, { url, ... }, { cluster: [urls], ... } or { sentinels: [urls], masterName, ... } (got ${describe(value)})`)
   }
   for (const name of Object.keys(given)) {
     if (!REDIS_KEYS.includes(name)) throw new MlesOptionError(`redis.${name}`, `is not a setting of the Redis engine; known: ${REDIS_KEYS.join(', ')}`)
   }
-  let cluster: string[] | undefined
-  if (given.cluster !== undefined) {
-    if (given.url !== undefined) throw new MlesOptionError('redis', 'takes url (one Redis) or cluster (a Redis Cluster), not both')
-    const urls = given.cluster
+  const servers = (['url', 'cluster', 'sentinels'] as const).filter((name) => given[name] !== undefined)
+  if (servers.length > 1) throw new MlesOptionError('redis', `takes one of url (one Redis), cluster (a Redis Cluster) and sentinels (Redis Sentinel), not ${servers.join(' and ')}`)
+  const urlList = (name: 'cluster' | 'sentinels', what: string): string[] => {
+    const urls = given[name]
     if (!Array.isArray(urls) || urls.length === 0) {
-      throw new MlesOptionError('redis.cluster', `must be a non-empty array of redis:// or rediss:// URLs of cluster masters (got ${describe(urls)})`)
+      throw new MlesOptionError(`redis.${name}`, `must be a non-empty array of redis:// or rediss:// URLs of ${what} (got ${describe(urls)})`)
     }
     for (const url of urls) {
-      if (!isRedisUrl(url)) throw new MlesOptionError('redis.cluster', `must hold redis:// or rediss:// URLs (got ${describe(url)})`)
+      if (!isRedisUrl(url)) throw new MlesOptionError(`redis.${name}`, `must hold redis:// or rediss:// URLs (got ${describe(url)})`)
     }
     const schemes = new Set(urls.map((url: string) => new URL(url).protocol))
-    if (schemes.size > 1) throw new MlesOptionError('redis.cluster', 'mixes redis:// and rediss://: the nodes of one cluster are reached the same way')
-    cluster = [...urls as string[]]
+    if (schemes.size > 1) throw new MlesOptionError(`redis.${name}`, `mixes redis:// and rediss://: the ${what} are reached the same way`)
+    return [...urls as string[]]
+  }
+  let cluster: string[] | undefined
+  let sentinels: string[] | undefined
+  let masterName: string | undefined
+  if (given.cluster !== undefined) {
+    cluster = urlList('cluster', 'cluster masters')
+  } else if (given.sentinels !== undefined) {
+    sentinels = urlList('sentinels', 'Sentinels')
+    if (typeof given.masterName !== 'string' || given.masterName === '') {
+      throw new MlesOptionError('redis.masterName', `must name the master the Sentinels monitor, e.g. 'mymaster' (got ${describe(given.masterName)})`)
+    }
+    masterName = given.masterName
   } else if (!isRedisUrl(given.url)) {
     throw new MlesOptionError('redis.url', `must be a redis:// or rediss:// URL (got ${describe(given.url)})`)
   }
+  if (given.masterName !== undefined && sentinels === undefined) throw new MlesOptionError('redis.masterName', 'goes with sentinels only')
   const keyPrefix = given.keyPrefix ?? 'mles:'
   if (typeof keyPrefix !== 'string') throw new MlesOptionError('redis.keyPrefix', `must be a string (got ${describe(keyPrefix)})`)
   if (cluster !== undefined && /[{}]/.test(keyPrefix)) {
@@ -328,8 +361,10 @@ function redisOption (value: unknown): ResolvedRedisOptions | undefined {
     return setting
   }
   return {
-    url: cluster === undefined ? given.url as string : undefined,
+    url: cluster === undefined && sentinels === undefined ? given.url as string : undefined,
     cluster,
+    sentinels,
+    masterName,
     keyPrefix,
     leaseTtlMs: integer('leaseTtlMs', 15_000, 30),
     connectTimeoutMs: integer('connectTimeoutMs', 5000, 1),

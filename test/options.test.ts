@@ -27,9 +27,10 @@ test('key comes from the option, else from MLES_KEY; empty MLES_KEY means none',
 })
 
 test('redis takes a URL or settings, with defaults', () => {
-  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', cluster: undefined, keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
-  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', cluster: undefined, keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
-  assert.deepEqual(resolveOptions({ redis: { cluster: ['redis://a:7000', 'redis://b:7001'] } }, {}).redis, { url: undefined, cluster: ['redis://a:7000', 'redis://b:7001'], keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
+  assert.deepEqual(resolveOptions({ redis: 'redis://127.0.0.1:6380/2' }, {}).redis, { url: 'redis://127.0.0.1:6380/2', cluster: undefined, sentinels: undefined, masterName: undefined, keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
+  assert.deepEqual(resolveOptions({ redis: { url: 'rediss://h', keyPrefix: 'app:', leaseTtlMs: 900 } }, {}).redis, { url: 'rediss://h', cluster: undefined, sentinels: undefined, masterName: undefined, keyPrefix: 'app:', leaseTtlMs: 900, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
+  assert.deepEqual(resolveOptions({ redis: { cluster: ['redis://a:7000', 'redis://b:7001'] } }, {}).redis, { url: undefined, cluster: ['redis://a:7000', 'redis://b:7001'], sentinels: undefined, masterName: undefined, keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
+  assert.deepEqual(resolveOptions({ redis: { sentinels: ['redis://s1:26379', 'redis://s2'], masterName: 'mymaster' } }, {}).redis, { url: undefined, cluster: undefined, sentinels: ['redis://s1:26379', 'redis://s2'], masterName: 'mymaster', keyPrefix: 'mles:', leaseTtlMs: 15000, connectTimeoutMs: 5000, outboxBytes: 64 * 1024 * 1024, catchUpFrames: 10000 })
 })
 
 test('byte bounds follow a larger maxMessageBytes by default', () => {
@@ -59,8 +60,8 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ key: '' }, 'key', /non-empty string/],
   [{ key: 42 }, 'key', /non-empty string \(got 42\)/],
   [{ redis: 'http://localhost:6379' }, 'redis.url', /redis:\/\/ or rediss:\/\/ URL \(got "http/],
-  [{ redis: 6379 }, 'redis', /must be a redis:\/\/ URL, \{ url, \.\.\. \} or \{ cluster/],
-  [{ redis: { url: 'redis://x', cluster: ['redis://y'] } }, 'redis', /url \(one Redis\) or cluster \(a Redis Cluster\), not both/],
+  [{ redis: 6379 }, 'redis', /must be a redis:\/\/ URL, \{ url, \.\.\. \}, \{ cluster: \[urls\], \.\.\. \} or \{ sentinels: \[urls\], masterName/],
+  [{ redis: { url: 'redis://x', cluster: ['redis://y'] } }, 'redis', /takes one of url \(one Redis\), cluster \(a Redis Cluster\) and sentinels \(Redis Sentinel\), not url and cluster/],
   [{ redis: { cluster: [] } }, 'redis.cluster', /non-empty array/],
   [{ redis: { cluster: 'redis://y' } }, 'redis.cluster', /non-empty array/],
   [{ redis: { cluster: ['redis://y', 'http://z'] } }, 'redis.cluster', /redis:\/\/ or rediss:\/\/ URLs \(got "http/],
@@ -71,6 +72,10 @@ const bad: Array<[Record<string, unknown>, string, RegExp]> = [
   [{ redis: { url: 'redis://x', keyPrefix: 7 } }, 'redis.keyPrefix', /must be a string/],
   [{ redis: { url: 'redis://x', outboxBytes: -1 } }, 'redis.outboxBytes', /from 0 to/],
   [{ redis: { url: 'redis://x', catchUpFrames: 1.5 } }, 'redis.catchUpFrames', /from 0 to 1000000/],
+  [{ redis: { sentinels: ['redis://s'] } }, 'redis.masterName', /must name the master/],
+  [{ redis: { sentinels: [], masterName: 'm' } }, 'redis.sentinels', /non-empty array/],
+  [{ redis: { sentinels: ['redis://s'], masterName: 'm', url: 'redis://x' } }, 'redis', /not url and sentinels/],
+  [{ redis: { url: 'redis://x', masterName: 'm' } }, 'redis.masterName', /goes with sentinels only/],
   [{ historyDir: '' }, 'historyDir', /non-empty directory path \(got ""\)/],
   [{ historyDir: 5 }, 'historyDir', /non-empty directory path \(got 5\)/],
   [{ historyFlushMs: 0 }, 'historyFlushMs', /from 1 to 2147483647 \(got 0\)/],

@@ -296,12 +296,19 @@ export class RedisBus<M extends HubMember> implements Replication {
   /** Connects both connections; rejects with a clear error if Redis cannot be reached in time. */
   async start (hub: Hub<M>): Promise<void> {
     this.hub = hub
+    let deadline: NodeJS.Timeout | undefined
     try {
-      await Promise.all([this.commands.connect(), this.subscriber.connect()])
+      // ioredis gives up by itself on one Redis; it keeps asking Sentinels or cluster nodes, so the deadline is ours.
+      const late = new Promise<never>((_resolve, reject) => {
+        deadline = setTimeout(() => { reject(new Error(`no answer within ${this.options.connectTimeoutMs} ms`)) }, this.options.connectTimeoutMs)
+      })
+      await Promise.race([Promise.all([this.commands.connect(), this.subscriber.connect()]), late])
     } catch (error) {
       this.commands.disconnect()
       this.subscriber.disconnect()
-      throw new Error(`fastify-mles: cannot reach ${this.sharded ? '' : 'Redis at '}${describeRedis(this.options)}: ${(error as Error).message}`)
+      throw new Error(`fastify-mles: cannot reach ${this.sharded || this.options.sentinels !== undefined ? '' : 'Redis at '}${describeRedis(this.options)}: ${(error as Error).message}`)
+    } finally {
+      clearTimeout(deadline)
     }
     const refreshMs = Math.max(10, Math.floor(this.options.leaseTtlMs / 3))
     this.maintenanceTimer = setInterval(() => { this.maintain() }, refreshMs)

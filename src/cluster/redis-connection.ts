@@ -17,28 +17,60 @@ export function redactRedisUrl (url: string): string {
   }
 }
 
-/** Where the engine connects, for messages: the URL, or the cluster's seed URLs. */
+/** Where the engine connects, for messages: the URL, the cluster's seed URLs, or the Sentinels and the master's name. */
 export function describeRedis (options: ResolvedRedisOptions): string {
-  return options.cluster === undefined ? redactRedisUrl(options.url ?? '') : `the Redis Cluster at ${options.cluster.map(redactRedisUrl).join(', ')}`
+  if (options.cluster !== undefined) return `the Redis Cluster at ${options.cluster.map(redactRedisUrl).join(', ')}`
+  if (options.sentinels !== undefined) return `the Redis master ${JSON.stringify(options.masterName)} of the Sentinels at ${options.sentinels.map(redactRedisUrl).join(', ')}`
+  return redactRedisUrl(options.url ?? '')
+}
+
+/** What a seed URL carries besides host and port: user, password, TLS. */
+function credentialsOf (url: string): { username?: string, password?: string, tls: boolean } {
+  const seed = new URL(url)
+  return {
+    ...(seed.username === '' ? {} : { username: decodeURIComponent(seed.username) }),
+    ...(seed.password === '' ? {} : { password: decodeURIComponent(seed.password) }),
+    tls: seed.protocol === 'rediss:'
+  }
+}
+
+function hostAndPort (url: string, defaultPort: number): { host: string, port: number } {
+  const parsed = new URL(url)
+  return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: parsed.port === '' ? defaultPort : Number(parsed.port) }
 }
 
 /**
- * Opens a connection, not yet connected (`lazyConnect`), to the Redis or the
- * Redis Cluster the options name. `node` holds the settings of each
- * connection to a server; for a cluster, what the seed URLs carry besides
- * host and port (user, password, TLS) applies to every node found.
+ * Opens a connection, not yet connected (`lazyConnect`), to the Redis, the
+ * Redis Cluster or the Sentinel-watched master the options name. `node` holds
+ * the settings of each connection to a server; for a cluster or Sentinels,
+ * what the first URL carries besides host and port (user, password, TLS)
+ * applies to every server found.
  */
 export function openRedis (options: ResolvedRedisOptions, node: RedisOptions, cluster: Omit<ClusterOptions, 'redisOptions'> = {}): RedisConnection {
+  if (options.sentinels !== undefined) {
+    const { username, password, tls } = credentialsOf(options.sentinels[0])
+    return new Redis({
+      ...node,
+      lazyConnect: true,
+      sentinels: options.sentinels.map((url) => hostAndPort(url, 26379)),
+      name: options.masterName,
+      ...(username === undefined ? {} : { username, sentinelUsername: username }),
+      ...(password === undefined ? {} : { password, sentinelPassword: password }),
+      ...(tls ? { tls: {}, sentinelTLS: {}, enableTLSForSentinelMode: true } : {}),
+      // After a failover the old master, if it is still up, turns replica and refuses writes: connect
+      // again, to the master the Sentinels name now. The failed command fails (the engine sends its
+      // frames again); a connection that closes asks the Sentinels anyway.
+      reconnectOnError: (error) => error.message.startsWith('READONLY')
+    })
+  }
   if (options.cluster === undefined) return new Redis(options.url ?? '', { ...node, lazyConnect: true })
-  const seed = new URL(options.cluster[0])
-  const credentials: RedisOptions = {}
-  if (seed.username !== '') credentials.username = decodeURIComponent(seed.username)
-  if (seed.password !== '') credentials.password = decodeURIComponent(seed.password)
-  if (seed.protocol === 'rediss:') credentials.tls = {}
-  return new Cluster(options.cluster.map((url) => {
-    const parsed = new URL(url)
-    return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: parsed.port === '' ? 6379 : Number(parsed.port) }
-  }), {
+  const { username, password, tls } = credentialsOf(options.cluster[0])
+  const credentials: RedisOptions = {
+    ...(username === undefined ? {} : { username }),
+    ...(password === undefined ? {} : { password }),
+    ...(tls ? { tls: {} } : {})
+  }
+  return new Cluster(options.cluster.map((url) => hostAndPort(url, 6379)), {
     ...cluster,
     lazyConnect: true,
     enableOfflineQueue: node.enableOfflineQueue,

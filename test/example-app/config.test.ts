@@ -66,6 +66,7 @@ test('our flags', () => {
   assert.deepEqual(config(['-d', 'a.test', '-w', www, '--metrics-listen', '[::1]:9000']).metricsListen, { host: '::1', port: 9000 })
   assert.equal(config(['-d', 'a.test', '-w', www, '--redis', 'redis://r:6379']).redis, 'redis://r:6379')
   assert.deepEqual(config(['-d', 'a.test', '-w', www, '--redis-cluster', 'redis://a:7000, redis://b:7001']).redis, { cluster: ['redis://a:7000', 'redis://b:7001'] })
+  assert.deepEqual(config(['-d', 'a.test', '-w', www, '--redis-sentinel', 'redis://s1:26379,redis://s2', '--redis-master', 'mymaster']).redis, { sentinels: ['redis://s1:26379', 'redis://s2'], masterName: 'mymaster' })
 })
 
 test('MLES_KEY and MLES_LOG_LEVEL come from the environment', () => {
@@ -114,7 +115,12 @@ test('every bad flag or value: one line on stderr, exit code 2', () => {
     [[...base, '--redis-cluster', ','], /must list redis:\/\/ or rediss:\/\/ URLs of cluster masters/],
     [[...base, '--redis-cluster', 'redis://a,rediss://b'], /mixes redis:\/\/ and rediss:\/\//],
     [[...base, '--redis', 'redis://a', '--redis-cluster', 'redis://b'], /--redis and --redis-cluster cannot be combined/],
-    [[...base, '--redis-cluster', 'redis://b', '--history-dir', '/tmp/x'], /--history-dir cannot be combined with --redis-cluster/]
+    [[...base, '--redis-cluster', 'redis://b', '--history-dir', '/tmp/x'], /--history-dir cannot be combined with --redis-cluster/],
+    [[...base, '--redis-sentinel', 'redis://s'], /--redis-sentinel needs --redis-master NAME/],
+    [[...base, '--redis-master', 'mymaster'], /--redis-master goes with --redis-sentinel/],
+    [[...base, '--redis-sentinel', 'redis://s', '--redis-master', 'm', '--redis', 'redis://a'], /--redis and --redis-sentinel cannot be combined/],
+    [[...base, '--redis-sentinel', 'http://s', '--redis-master', 'm'], /must list redis:\/\/ or rediss:\/\/ URLs, comma-separated/],
+    [[...base, '--redis-sentinel', 'redis://s', '--redis-master', 'm', '--v1-port', '0', '--v1-peer', 'x'], /--v1-peer cannot be combined with --redis-sentinel/]
   ]
   for (const [argv, message] of cases) assert.match(failure(argv), message, argv.join(' '))
 })

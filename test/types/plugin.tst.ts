@@ -77,6 +77,9 @@ describe('app.register(mles, options)', () => {
     expect<MlesRedisOptions>().type.toBeAssignableFrom({ cluster: ['redis://a:7000', 'redis://b:7001'], keyPrefix: 'app:' })
     expect<MlesRedisOptions>().type.not.toBeAssignableFrom({ url: 'redis://x', cluster: ['redis://a:7000'] })
     expect<MlesRedisOptions>().type.not.toBeAssignableFrom({ keyPrefix: 'app:' })
+    expect<MlesRedisOptions>().type.toBeAssignableFrom({ sentinels: ['redis://s:26379'], masterName: 'mymaster', catchUpFrames: 500 })
+    expect<MlesRedisOptions>().type.not.toBeAssignableFrom({ sentinels: ['redis://s:26379'] })
+    expect<MlesRedisOptions>().type.not.toBeAssignableFrom({ sentinels: ['redis://s:26379'], masterName: 'm', url: 'redis://x' })
     expect<NonNullable<MlesOptions['v1']>>().type.toBeAssignableFrom({ port: 8077 })
   })
 
