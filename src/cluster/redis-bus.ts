@@ -156,6 +156,8 @@ interface Outgoing {
   settled: boolean
   /** Publishing order on this node, across channels. */
   serial: number
+  /** Redis answered the script call that last carried it (it was written, or skipped). */
+  answered: boolean
 }
 
 /** This node's view of one channel's stream. */
@@ -176,12 +178,21 @@ interface Watch {
   lastSequenceOf: Map<string, number>
   /** Sequence numbers of this node's frames settled here while Redis was away, whose echo is still to come. */
   settledHere: Set<number>
+  /**
+   * This node's frames Redis took (the script answered) whose echo has not
+   * come yet, by sequence number. Should the connection go now, Redis may have
+   * lost them (it died before they were announced, or restarted empty): they
+   * are kept here and sent again, and whoever has one applies it once.
+   */
+  awaitingEcho: Map<number, Outgoing>
 }
 
 /** Notices held for one channel while it is read; past this, they are dropped and read from the stream afterwards. */
 const MAX_HELD_NOTICES = 10_000
 /** Frames sent to Redis and not yet answered; past this, frames stay local (Redis is too slow or gone). */
 const MAX_IN_FLIGHT = 65_536
+/** Frames taken by Redis and waiting for their echo that are tracked at most (beyond, a lost connection may lose them). */
+const MAX_AWAITING_ECHO = 65_536
 /** Frames per script call at most, so that one call never holds Redis up for long. */
 const MAX_BATCH = 1024
 
@@ -237,6 +248,8 @@ export class RedisBus<M extends HubMember> implements Replication {
   private sendFailing = false
   private retryTimer: NodeJS.Timeout | null = null
   private serial = 0
+  /** Frames in the watches' `awaitingEcho`. */
+  private awaitingEcho = 0
   /** Script calls not answered yet, with their frames. */
   private readonly inFlightBatches = new Set<Outgoing[]>()
   private maintenanceTimer: NodeJS.Timeout | null = null
@@ -456,7 +469,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   // ---- Replication ------------------------------------------------------
 
   publish (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
-    const item: Outgoing = { channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload), settled: false, serial: ++this.serial }
+    const item: Outgoing = { channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload), settled: false, serial: ++this.serial, answered: false }
     if (this.closed) {
       this.settleHere(item)
       return
@@ -509,15 +522,19 @@ export class RedisBus<M extends HubMember> implements Replication {
     args.push(this.streamLength, this.options.channelIdleMs)
     for (const item of batch) args.push(this.expectsStream(item.channel) ? 1 : 0, this.topic(item.channel), item.entry)
     this.inFlightBatches.add(batch)
+    this.awaitEchoes(batch)
     this.commands.mlesPublish(...args).then((skipped) => {
       this.inFlightBatches.delete(batch)
       this.inFlight -= batch.length
       this.sendFailing = false
+      for (const item of batch) item.answered = true
+      for (const position of skipped) this.echoNotExpected(batch[position - 1])
       if (skipped.length > 0) this.streamsMissing(skipped.map((position) => batch[position - 1]))
       this.flushOutbox()
     }, (error: unknown) => {
       this.inFlightBatches.delete(batch)
       this.inFlight -= batch.length
+      for (const item of batch) this.echoNotExpected(item)
       this.fault('publishing', error)
       if (!this.sendFailing) {
         this.sendFailing = true
@@ -531,6 +548,46 @@ export class RedisBus<M extends HubMember> implements Replication {
       this.requeue(batch)
       this.retryLater()
     })
+  }
+
+  /** Tracks the frames of a batch being sent until their echo (which may come before the script's answer). */
+  private awaitEchoes (batch: Outgoing[]): void {
+    for (const item of batch) {
+      item.answered = false
+      if (item.sequence === 0 || this.awaitingEcho >= MAX_AWAITING_ECHO) continue
+      const watch = this.watches.get(item.channel)
+      if (watch === undefined || watch.awaitingEcho.has(item.sequence)) continue
+      watch.awaitingEcho.set(item.sequence, item)
+      this.awaitingEcho++
+    }
+  }
+
+  /** A frame that will not be echoed from this send (not written): it goes back into the outbox instead. */
+  private echoNotExpected (item: Outgoing): void {
+    if (this.watches.get(item.channel)?.awaitingEcho.delete(item.sequence) === true) this.awaitingEcho--
+  }
+
+  /**
+   * The commands connection went: frames Redis took but has not announced
+   * yet may be gone with it. They are delivered and kept here (if they were
+   * not already) and go back into the outbox, in publishing order, ahead of
+   * anything published later; a copy Redis did keep is applied once.
+   */
+  private resendUnechoed (): void {
+    if (this.awaitingEcho === 0) return
+    const frames: Outgoing[] = []
+    for (const watch of this.watches.values()) {
+      for (const [sequence, item] of watch.awaitingEcho) {
+        // Unanswered ones fail with the connection, and go back that way.
+        if (!item.answered) continue
+        frames.push(item)
+        watch.awaitingEcho.delete(sequence)
+        this.awaitingEcho--
+      }
+    }
+    frames.sort((x, y) => x.serial - y.serial)
+    for (const item of frames) this.settleHere(item)
+    this.requeue(frames)
   }
 
   /**
@@ -663,6 +720,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     const local = this.hub?.channel(channel)
     if (local !== undefined && !local.isUnused()) return
     this.watches.delete(channel)
+    this.awaitingEcho -= watch.awaitingEcho.size
     this.hub?.drop(channel)
     if (this.subscriber.status === 'ready') {
       const topic = this.topic(channel)
@@ -676,7 +734,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   private watch (channel: string): Watch {
     const existing = this.watches.get(channel)
     if (existing !== undefined) return existing
-    const watch: Watch = { cursor: null, held: null, reading: false, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set() }
+    const watch: Watch = { cursor: null, held: null, reading: false, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set(), awaitingEcho: new Map() }
     this.watches.set(channel, watch)
     this.hub?.channelOrCreate(channel)
     watch.ready = this.subscribeAndRead(channel, watch)
@@ -802,6 +860,7 @@ export class RedisBus<M extends HubMember> implements Replication {
       if (entry === null) this.metrics.clusterErrors++
       return
     }
+    if (entry.origin === this.nodeId && entry.sequence !== 0 && watch.awaitingEcho.delete(entry.sequence)) this.awaitingEcho--
     // Restored history is news only to a node reading the channel anew.
     if (entry.restored && !historyOnly) return
     if (entry.sequence !== 0) {
@@ -832,8 +891,12 @@ export class RedisBus<M extends HubMember> implements Replication {
   private connectionLost (which: 'commands' | 'subscriber'): void {
     if (this.closed) return
     const wasDown = this.commandsDown || this.subscriberDown
-    if (which === 'commands') this.commandsDown = this.commandsWereReady
-    else this.subscriberDown = this.subscriberWasReady
+    if (which === 'commands') {
+      this.commandsDown = this.commandsWereReady
+      this.resendUnechoed()
+    } else {
+      this.subscriberDown = this.subscriberWasReady
+    }
     if (which === 'subscriber') {
       // Notices sent while the subscriber is away are lost: every channel needs a read once it is back.
       for (const watch of this.watches.values()) watch.stale = true

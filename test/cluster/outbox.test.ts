@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
+import { Redis } from 'ioredis'
 import { TestClient } from '../helpers/client.js'
 import { startRedis } from '../helpers/redis.js'
 import { sleep, startMles, waitFor, waitForMembers } from '../helpers/server.js'
@@ -166,4 +167,46 @@ test('past historyLimit + redis.catchUpFrames the oldest missed frames are gone:
   assert.deepEqual(received, expected.slice(400 - received.length), 'the newest, in order')
   assert.equal(gaps, 1)
   assert.equal(warnings.filter((line) => line.includes('cluster_unfilled_gaps')).length, 1)
+})
+
+test('frames Redis took but had not announced when it restarted empty are sent again: the other node gets them once, and both histories keep them', async () => {
+  const redis = await startRedis()
+  const options: MlesOptions = { messagesPerSecond: 0, redis: { url: redis.url, leaseTtlMs: 900 } }
+  const { a, b, sender, local, remote } = await pair(options)
+  const inspect = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 })
+  inspect.on('error', () => {})
+  let c: Awaited<ReturnType<typeof startMles>> | undefined
+  try {
+    await inspect.connect()
+    const written = await inspect.xlen('mles:h:c')
+    // No node hears the notices now, so nothing is echoed: Redis has the frames, no node has had them back.
+    const subscribers = [subscriberOf(a), subscriberOf(b)]
+    for (const subscriber of subscribers) subscriber.disconnect()
+    await waitFor(() => subscribers.every((subscriber) => subscriber.status === 'end'), 'both subscriptions cut')
+    const frames = ['taken 1', 'taken 2', 'taken 3']
+    for (const text of frames) sender.send(text)
+    assert.deepEqual(await local.texts(3), frames, 'this node delivered them at once')
+    for (let i = 0; i < 100 && await inspect.xlen('mles:h:c') < written + 3; i++) await sleep(20)
+    assert.equal(await inspect.xlen('mles:h:c'), written + 3, 'Redis took them')
+    inspect.disconnect()
+    await redis.stop()
+    await redis.restart()
+    for (const subscriber of subscribers) await subscriber.connect()
+    assert.deepEqual(await remote.texts(3, 15_000), frames, 'the other node got them once, in order')
+    await remote.expectSilence(500)
+    await local.expectSilence(10)
+    for (const node of [a, b]) {
+      const history = node.app.mles.history('c').map((frame) => frame.data.toString()).filter((text) => !text.startsWith('{'))
+      assert.deepEqual(history, frames, 'each node keeps each frame once')
+    }
+    c = await startMles(options)
+    const newcomer = await TestClient.join(c.url, { uid: 'newcomer', channel: 'c' })
+    assert.deepEqual((await newcomer.texts(6, 5000)).filter((text) => !text.startsWith('{')), frames, 'a new node replays them')
+    newcomer.close()
+  } finally {
+    inspect.disconnect()
+    for (const client of [sender, local, remote]) client.close()
+    await Promise.all([a.app.close(), b.app.close(), c?.app.close()])
+    await redis.cleanup()
+  }
 })
