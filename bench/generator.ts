@@ -65,6 +65,14 @@ async function connectMany (count: number, make: (index: number) => Promise<Benc
 
 const quiet: BenchHandlers = { onMessage: () => {} }
 
+/**
+ * How much of a core the generator itself used over `elapsedMs`: near 100 %,
+ * the generator, not the server, set the pace (the tables mark such runs).
+ */
+function cpuPercent (used: NodeJS.CpuUsage, elapsedMs: number): number {
+  return elapsedMs <= 0 ? 0 : 100 * (used.user + used.system) / (elapsedMs * 1000)
+}
+
 /** W1 and W5: one publisher, `n` reading subscribers (and `slow` that never read), one channel. */
 async function fanOut (job: Job): Promise<Measurement> {
   const connect = CONNECTORS[job.system]
@@ -118,10 +126,12 @@ async function fanOut (job: Job): Promise<Measurement> {
   const sampler = setInterval(() => { rss.push(rssKiB(job.serverPid)) }, 250)
   const delivered0 = delivered
   const cpu0 = cpuMicros(job.serverPid)
+  const ownCpu0 = process.cpuUsage()
   const t0 = performance.now()
   await sleep(job.durationMs)
   const delivered1 = delivered
   const cpu1 = cpuMicros(job.serverPid)
+  const ownCpu1 = process.cpuUsage(ownCpu0)
   const t1 = performance.now()
   measuring = false
   running = false
@@ -137,7 +147,8 @@ async function fanOut (job: Job): Promise<Measurement> {
     messages_per_s: deliveries / n / seconds,
     server_us_per_delivery: deliveries === 0 ? 0 : (cpu1 - cpu0) / deliveries,
     p50_ms: latencies.getValueAtPercentile(50) / 1000,
-    p99_ms: latencies.getValueAtPercentile(99) / 1000
+    p99_ms: latencies.getValueAtPercentile(99) / 1000,
+    generator_cpu_pct: cpuPercent(ownCpu1, t1 - t0)
   }
   if (job.workload === 'W5') {
     result.rss_mb_start = rss[0] / 1024
@@ -203,8 +214,7 @@ async function pingPong (job: Job): Promise<Measurement> {
     server_us_per_delivery: trips === 0 ? 0 : (cpu1 - cpu0) / (2 * trips),
     p50_ms: rtts.getValueAtPercentile(50) / 1000,
     p99_ms: rtts.getValueAtPercentile(99) / 1000,
-    // How much of a core the generator itself used: on a small machine, what is left for the server.
-    generator_cpu_pct: 100 * (ownCpu1.user + ownCpu1.system) / ((t1 - t0) * 1000),
+    generator_cpu_pct: cpuPercent(ownCpu1, t1 - t0),
     server_cpu_pct: 100 * (cpu1 - cpu0) / ((t1 - t0) * 1000)
   }
 }
@@ -216,7 +226,11 @@ async function idle (job: Job): Promise<Measurement> {
   const channels = job.channels ?? 1000
   await collectGarbage(job.serverPid, job.serverIsNode)
   const before = rssKiB(job.serverPid)
+  const ownCpu0 = process.cpuUsage()
+  const connecting = performance.now()
   const clients = await connectMany(connections, async (i) => await connect(job.port, `u${i}`, `idle${i % channels}`, quiet))
+  // Over the connecting, the only busy part of W3.
+  const generatorCpu = cpuPercent(process.cpuUsage(ownCpu0), performance.now() - connecting)
   await sleep(Math.min(1000, job.durationMs))
   await collectGarbage(job.serverPid, job.serverIsNode)
   const early = rssKiB(job.serverPid)
@@ -231,7 +245,7 @@ async function idle (job: Job): Promise<Measurement> {
     settled = rssKiB(job.serverPid)
   }
   for (const client of clients) client.close()
-  return { kb_per_conn: (settled - before) / connections, kb_per_conn_at_1s: (early - before) / connections, rss_mb_idle: settled / 1024 }
+  return { kb_per_conn: (settled - before) / connections, kb_per_conn_at_1s: (early - before) / connections, rss_mb_idle: settled / 1024, generator_cpu_pct: generatorCpu }
 }
 
 /** W4: `joiners` clients join at once a channel holding `history` frames; each must get all of them. */
@@ -248,11 +262,14 @@ async function joinStorm (job: Job): Promise<Measurement> {
   const counts = new Int32Array(joiners)
   let complete = 0
   let finished = 0
+  const ownCpu0 = process.cpuUsage()
+  let ownCpu = ownCpu0
   const t0 = performance.now()
   const done = new Promise<void>((resolve) => {
     const count = (index: number): void => {
       if (++counts[index] === expected && ++complete === joiners) {
         finished = performance.now()
+        ownCpu = process.cpuUsage(ownCpu0)
         resolve()
       }
     }
@@ -268,7 +285,8 @@ async function joinStorm (job: Job): Promise<Measurement> {
   const exact = counts.reduce((sum, count) => sum + (count === expected ? 1 : 0), 0)
   return {
     joins_per_s: finished === 0 ? 0 : joiners / ((finished - t0) / 1000),
-    replay_completeness: exact / joiners
+    replay_completeness: exact / joiners,
+    generator_cpu_pct: finished === 0 ? 0 : cpuPercent(ownCpu, finished - t0)
   }
 }
 

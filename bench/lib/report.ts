@@ -42,8 +42,19 @@ const COLUMNS: Array<[string, string, number]> = [
   ['joins_per_s', 'joins/s', 0],
   ['replay_completeness', 'replay complete', 3],
   ['rss_mb_start', 'server RSS start MB', 1],
-  ['rss_mb_max', 'server RSS max MB', 1]
+  ['rss_mb_max', 'server RSS max MB', 1],
+  ['generator_cpu_pct', 'generator CPU %', 0]
 ]
+
+/** At or above this share of its core, the generator may be what limits the run: the row is marked. */
+export const GENERATOR_SATURATED_PCT = 90
+const SATURATED_MARK = ' ⚠'
+const SATURATED_NOTE = `${SATURATED_MARK.trim()} the load generator used ${GENERATOR_SATURATED_PCT} % or more of its core in that run: it may have set the pace, so the row says less about the server.`
+
+/** Whether `entry`'s generator was saturated (median over its runs). */
+export function generatorSaturated (entry: Entry): boolean {
+  return (stat(entry, 'generator_cpu_pct')?.median ?? 0) >= GENERATOR_SATURATED_PCT
+}
 
 const WORKLOAD_TITLES: Record<string, string> = {
   W1: 'W1 fan-out (1 publisher → N subscribers)',
@@ -63,9 +74,10 @@ export function tablesByWorkload (entries: Entry[]): string {
 export function table (entries: Entry[]): string {
   const used = COLUMNS.filter(([metric]) => entries.some((entry) => stat(entry, metric) !== undefined))
   const header = ['workload', 'params', 'system', ...used.map(([, label]) => label)]
-  const rows = entries.map((entry) => [entry.workload, paramsLabel(entry.params), entry.system,
+  const rows = entries.map((entry) => [entry.workload, paramsLabel(entry.params), entry.system + (generatorSaturated(entry) ? SATURATED_MARK : ''),
     ...used.map(([metric, , digits]) => format(stat(entry, metric)?.median, digits))])
-  return [header, header.map(() => '---'), ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n')
+  const lines = [header, header.map(() => '---'), ...rows].map((row) => `| ${row.join(' | ')} |`).join('\n')
+  return entries.some(generatorSaturated) ? `${lines}\n\n${SATURATED_NOTE}` : lines
 }
 
 interface Panel { title: string, unit: string, bars: Array<{ label: string, value: number }>, lowerIsBetter: boolean }

@@ -35,11 +35,11 @@ async function generate (job: Record<string, unknown>): Promise<Record<string, n
 for (const system of ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io']) {
   test(`bench smoke: ${system}`, async () => {
     const jobs: Array<[Record<string, unknown>, string[]]> = [
-      [{ workload: 'W1', n: 20, size: 64, mode: 'sat', warmupMs: 100, durationMs: 300 }, ['deliveries_per_s', 'server_us_per_delivery', 'p50_ms', 'p99_ms']],
-      [{ workload: 'W2', pairs: 20, warmupMs: 100, durationMs: 300 }, ['round_trips_per_s', 'p99_ms']],
-      [{ workload: 'W3', connections: 200, channels: 20, warmupMs: 0, durationMs: 0 }, ['rss_mb_idle']]
+      [{ workload: 'W1', n: 20, size: 64, mode: 'sat', warmupMs: 100, durationMs: 300 }, ['deliveries_per_s', 'server_us_per_delivery', 'p50_ms', 'p99_ms', 'generator_cpu_pct']],
+      [{ workload: 'W2', pairs: 20, warmupMs: 100, durationMs: 300 }, ['round_trips_per_s', 'p99_ms', 'generator_cpu_pct']],
+      [{ workload: 'W3', connections: 200, channels: 20, warmupMs: 0, durationMs: 0 }, ['rss_mb_idle', 'generator_cpu_pct']]
     ]
-    if (system !== 'socket.io') jobs.push([{ workload: 'W4', joiners: 30, history: 200, warmupMs: 0, durationMs: 0 }, ['joins_per_s', 'replay_completeness']])
+    if (system !== 'socket.io') jobs.push([{ workload: 'W4', joiners: 30, history: 200, warmupMs: 0, durationMs: 0 }, ['joins_per_s', 'replay_completeness', 'generator_cpu_pct']])
     for (const [job, fields] of jobs) {
       const server = await startServer(system)
       try {
@@ -69,4 +69,18 @@ test('bench smoke: --startup packs, installs and measures both apps', async () =
   } finally {
     rmSync(resultsDir, { recursive: true, force: true })
   }
+})
+
+test('bench tables: the generator\'s CPU is a column, and a row whose generator was saturated is marked, with a note', async () => {
+  const { aggregate, table } = await import('../../bench/lib/report.js')
+  const entry = (system: string, generator: number): Parameters<typeof table>[0][number] => ({
+    system, workload: 'W2', params: { pairs: 10 }, runs: 1, round_trips_per_s: aggregate([1000]), generator_cpu_pct: aggregate([generator])
+  })
+  const calm = table([entry('fastify-mles', 40), entry('ws-basic', 60)])
+  assert.match(calm, /generator CPU %/)
+  assert.doesNotMatch(calm, /⚠/)
+  const bound = table([entry('fastify-mles', 40), entry('ws-basic', 97)])
+  assert.match(bound, /\| ws-basic ⚠ \|/)
+  assert.doesNotMatch(bound, /\| fastify-mles ⚠/)
+  assert.match(bound, /⚠ the load generator used 90 % or more of its core/)
 })
