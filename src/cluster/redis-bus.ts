@@ -191,8 +191,6 @@ interface Watch {
 const MAX_HELD_NOTICES = 10_000
 /** Frames sent to Redis and not yet answered; past this, frames stay local (Redis is too slow or gone). */
 const MAX_IN_FLIGHT = 65_536
-/** Frames taken by Redis and waiting for their echo that are tracked at most (beyond, a lost connection may lose them). */
-const MAX_AWAITING_ECHO = 65_536
 /** Frames per script call at most, so that one call never holds Redis up for long. */
 const MAX_BATCH = 1024
 
@@ -237,6 +235,8 @@ export class RedisBus<M extends HubMember> implements Replication {
   private hub: Hub<M> | null = null
   private leaseSerial = 0
   private inFlight = 0
+  /** Every frame on its way was settled here (`settlePending`) since frames last went to Redis at once. */
+  private pendingSettled = false
   /** Frames published in this event-loop turn, sent together at its end. */
   private batch: Outgoing[] = []
   /** Frames waiting for Redis (away, or too far behind), in publishing order; `outboxHead` is the first. */
@@ -248,8 +248,8 @@ export class RedisBus<M extends HubMember> implements Replication {
   private sendFailing = false
   private retryTimer: NodeJS.Timeout | null = null
   private serial = 0
-  /** Frames in the watches' `awaitingEcho`. */
-  private awaitingEcho = 0
+  /** Bytes of the entries in the watches' `awaitingEcho`, bounded like the outbox (`outboxBytes`). */
+  private awaitingEchoBytes = 0
   /** Script calls not answered yet, with their frames. */
   private readonly inFlightBatches = new Set<Outgoing[]>()
   private maintenanceTimer: NodeJS.Timeout | null = null
@@ -475,18 +475,13 @@ export class RedisBus<M extends HubMember> implements Replication {
       return
     }
     if (this.commands.status !== 'ready' || this.sendFailing) {
-      // Frames still in flight when the connection went come first: settled here in their order.
-      if (this.inFlightBatches.size > 0) {
-        const inFlight: Outgoing[] = []
-        for (const pending of this.inFlightBatches) inFlight.push(...pending)
-        inFlight.sort((x, y) => x.serial - y.serial)
-        for (const earlier of inFlight) this.settleHere(earlier)
-      }
-      // Delivered and kept here now; the other nodes get it once Redis is back.
+      // Delivered and kept here now, after every earlier frame still on its way; the other nodes get it once Redis is back.
+      if (!this.pendingSettled) this.settlePending()
       this.settleHere(item)
       this.enqueue(item)
       return
     }
+    this.pendingSettled = false
     if (this.inFlight >= MAX_IN_FLIGHT || this.outboxHead < this.outbox.length) {
       // Behind frames still waiting: after them, so each publisher's order holds.
       this.enqueue(item)
@@ -539,10 +534,7 @@ export class RedisBus<M extends HubMember> implements Replication {
       if (!this.sendFailing) {
         this.sendFailing = true
         // Whatever has not gone through is delivered and kept here now, in publishing order.
-        const waiting = [...batch, ...this.outbox.slice(this.outboxHead)]
-        for (const pending of this.inFlightBatches) waiting.push(...pending)
-        waiting.sort((x, y) => x.serial - y.serial)
-        for (const item of waiting) this.settleHere(item)
+        this.settlePending(batch)
       }
       // Perhaps written after all (a timeout): sent again, the receivers apply it once.
       this.requeue(batch)
@@ -554,17 +546,26 @@ export class RedisBus<M extends HubMember> implements Replication {
   private awaitEchoes (batch: Outgoing[]): void {
     for (const item of batch) {
       item.answered = false
-      if (item.sequence === 0 || this.awaitingEcho >= MAX_AWAITING_ECHO) continue
+      if (item.sequence === 0 || this.awaitingEchoBytes + item.entry.length > this.options.outboxBytes) continue
       const watch = this.watches.get(item.channel)
       if (watch === undefined || watch.awaitingEcho.has(item.sequence)) continue
       watch.awaitingEcho.set(item.sequence, item)
-      this.awaitingEcho++
+      this.awaitingEchoBytes += item.entry.length
     }
   }
 
   /** A frame that will not be echoed from this send (not written): it goes back into the outbox instead. */
   private echoNotExpected (item: Outgoing): void {
-    if (this.watches.get(item.channel)?.awaitingEcho.delete(item.sequence) === true) this.awaitingEcho--
+    const watch = this.watches.get(item.channel)
+    if (watch !== undefined) this.forgetEcho(watch, item.sequence)
+  }
+
+  /** Stops waiting for the echo of our frame `sequence` in `watch`. */
+  private forgetEcho (watch: Watch, sequence: number): void {
+    const item = watch.awaitingEcho.get(sequence)
+    if (item === undefined) return
+    watch.awaitingEcho.delete(sequence)
+    this.awaitingEchoBytes -= item.entry.length
   }
 
   /**
@@ -574,19 +575,19 @@ export class RedisBus<M extends HubMember> implements Replication {
    * anything published later; a copy Redis did keep is applied once.
    */
   private resendUnechoed (): void {
-    if (this.awaitingEcho === 0) return
+    if (this.awaitingEchoBytes === 0) return
+    // Everything older settles first, so that the history keeps publishing order.
+    this.settlePending()
     const frames: Outgoing[] = []
     for (const watch of this.watches.values()) {
       for (const [sequence, item] of watch.awaitingEcho) {
         // Unanswered ones fail with the connection, and go back that way.
         if (!item.answered) continue
         frames.push(item)
-        watch.awaitingEcho.delete(sequence)
-        this.awaitingEcho--
+        this.forgetEcho(watch, sequence)
       }
     }
     frames.sort((x, y) => x.serial - y.serial)
-    for (const item of frames) this.settleHere(item)
     this.requeue(frames)
   }
 
@@ -623,6 +624,25 @@ export class RedisBus<M extends HubMember> implements Replication {
       }, (error: unknown) => { this.fault('restoring a history', error) })
     }
     this.requeue(frames)
+  }
+
+  /**
+   * Delivers and keeps here, in publishing order, every frame of this node
+   * not known to be in Redis and back: `also`, those in flight, waiting in the
+   * outbox or for the end of this turn, and those Redis took whose echo has
+   * not come. A frame settled later is then always a newer one, so this
+   * node's history keeps its publishers' order whatever fails first.
+   */
+  private settlePending (also: Outgoing[] = []): void {
+    const pending = [...also, ...this.batch]
+    for (const inFlight of this.inFlightBatches) pending.push(...inFlight)
+    for (let i = this.outboxHead; i < this.outbox.length; i++) pending.push(this.outbox[i])
+    for (const watch of this.watches.values()) {
+      for (const item of watch.awaitingEcho.values()) pending.push(item)
+    }
+    pending.sort((x, y) => x.serial - y.serial)
+    for (const item of pending) this.settleHere(item)
+    this.pendingSettled = true
   }
 
   /** Delivers a frame here and keeps it in this node's history, once. */
@@ -720,7 +740,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     const local = this.hub?.channel(channel)
     if (local !== undefined && !local.isUnused()) return
     this.watches.delete(channel)
-    this.awaitingEcho -= watch.awaitingEcho.size
+    for (const sequence of [...watch.awaitingEcho.keys()]) this.forgetEcho(watch, sequence)
     this.hub?.drop(channel)
     if (this.subscriber.status === 'ready') {
       const topic = this.topic(channel)
@@ -860,7 +880,7 @@ export class RedisBus<M extends HubMember> implements Replication {
       if (entry === null) this.metrics.clusterErrors++
       return
     }
-    if (entry.origin === this.nodeId && entry.sequence !== 0 && watch.awaitingEcho.delete(entry.sequence)) this.awaitingEcho--
+    if (entry.origin === this.nodeId && entry.sequence !== 0) this.forgetEcho(watch, entry.sequence)
     // Restored history is news only to a node reading the channel anew.
     if (entry.restored && !historyOnly) return
     if (entry.sequence !== 0) {
