@@ -916,8 +916,6 @@ export class RedisBus<M extends HubMember> implements Replication {
       this.resendUnechoed()
     } else {
       this.subscriberDown = this.subscriberWasReady
-    }
-    if (which === 'subscriber') {
       // Notices sent while the subscriber is away are lost: every channel needs a read once it is back.
       for (const watch of this.watches.values()) watch.stale = true
     }
