@@ -25,5 +25,6 @@ export const EXTRA_METRICS = [
   'cluster_unsent_frames',
   'cluster_dropped_frames',
   'cluster_restored_channels',
-  'cluster_unfilled_gaps'
+  'cluster_unfilled_gaps',
+  'cluster_gap_reads'
 ] as const

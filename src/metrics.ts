@@ -52,6 +52,8 @@ export interface MlesMetricsSnapshot {
   cluster_restored_channels: number
   /** Cluster mode: times this node came back to a channel whose stream no longer held every frame it had missed (more than `historyLimit + redis.catchUpFrames` were written meanwhile): its members missed some. */
   cluster_unfilled_gaps: number
+  /** Cluster mode: times an entry's predecessor had not come by notice or answer, so the channel's stream was read to fill the link (a registration that lapsed, or a lost notice). */
+  cluster_gap_reads: number
 }
 
 /** The server's counters: plain fields, bumped in place on the hot path. */
@@ -78,6 +80,7 @@ export class Metrics {
   clusterDroppedFrames = 0
   clusterRestoredChannels = 0
   clusterUnfilledGaps = 0
+  clusterGapReads = 0
 
   snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
     return {
@@ -105,7 +108,8 @@ export class Metrics {
       cluster_unsent_frames: this.clusterUnsentFrames,
       cluster_dropped_frames: this.clusterDroppedFrames,
       cluster_restored_channels: this.clusterRestoredChannels,
-      cluster_unfilled_gaps: this.clusterUnfilledGaps
+      cluster_unfilled_gaps: this.clusterUnfilledGaps,
+      cluster_gap_reads: this.clusterGapReads
     }
   }
 }

@@ -6,42 +6,102 @@ import type { Metrics } from '../metrics.js'
 import type { ResolvedRedisOptions } from '../options.js'
 import { framePayload, isBinaryFrame } from '../protocol/frame.js'
 import { decodeEntry, encodeEntry, StreamId } from './entry.js'
-import { describeRedis, KeyLayout, openRedis, type RedisConnection } from './redis-connection.js'
+import { describeRedis, KeyLayout, NODE_ID_LENGTH, openRedis, type RedisConnection } from './redis-connection.js'
 
 export { redactRedisUrl } from './redis-connection.js'
 
 /**
  * Lua, so that a batch of frames — all published here within one event-loop
  * turn, one command instead of one per frame — is appended to its channel's
- * stream and announced to the nodes in one step: the pub/sub notices then
- * come in stream order, and each carries the entry's id, which is how a node
- * matches them with what it reads from the stream (replay, gap fill) and
- * drops the ones it has had.
+ * stream and announced in one step. KEYS holds each frame's stream and its
+ * channel's registry of nodes; each frame has four ARGV: whether it expects
+ * its stream, the id it had if it is sent again, its topics' base name, the
+ * entry.
+ *
+ * A frame is announced to the other nodes holding its channel only (those
+ * the registry names, until their registration lapses): its publisher gets
+ * the answer instead of a notice. Notices and answers carry each entry's
+ * predecessor in the stream beside its id: a node applies entries strictly
+ * along that chain, so its own frames, which it learns of by the answer,
+ * take their place among the others', which come by notice on another
+ * connection, and a link missing means it must read the stream.
  *
  * A frame flagged as expecting its stream (the node holds history Redis
  * should have) is not written if the stream is gone — Redis restarted
  * empty, or the stream expired while members stayed silent — nor is any
- * later frame of that stream in the batch: the script answers their
- * positions, and the node restores the history before sending them again.
- * `%PUBLISH%` is PUBLISH, or SPUBLISH (sharded) on a Redis Cluster.
+ * later frame of that stream in the batch: the answer for them is empty,
+ * and the node restores the history before sending them again. A frame sent
+ * again that the stream already holds (Redis kept it after all) is not
+ * written twice. `%PUBLISH%` is PUBLISH, or SPUBLISH (sharded) on a Redis
+ * Cluster.
+ *
+ * Answers, per frame: predecessor id and id, or two empty strings.
  */
 const PUBLISH_SCRIPT = `
-local maxLength, ttl = ARGV[1], ARGV[2]
-local missing = {}
-local skipped = {}
-for i = 1, #KEYS do
-  local key = KEYS[i]
-  if missing[key] == nil and ARGV[3 * i] == '1' then missing[key] = redis.call('EXISTS', key) == 0 end
-  if missing[key] then
-    skipped[#skipped + 1] = i
-  else
-    local entry = ARGV[3 * i + 2]
-    local id = redis.call('XADD', key, 'MAXLEN', '~', maxLength, '*', 'm', entry)
-    redis.call('PEXPIRE', key, ttl)
-    redis.call('%PUBLISH%', ARGV[3 * i + 1], id .. ' ' .. entry)
+local maxLength, ttl, origin = ARGV[1], ARGV[2], ARGV[3]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local missing, newest, holders = {}, {}, {}
+local answer = {}
+for i = 1, #KEYS / 2 do
+  local key, registry, at = KEYS[2 * i - 1], KEYS[2 * i], 4 * i
+  if missing[key] == nil and ARGV[at] == '1' then missing[key] = redis.call('EXISTS', key) == 0 end
+  local previous, id = '', ''
+  if not missing[key] then
+    local resent = ARGV[at + 1]
+    if resent ~= '' and #redis.call('XRANGE', key, resent, resent) > 0 then
+      local before = redis.call('XREVRANGE', key, '(' .. resent, '-', 'COUNT', 1)
+      previous, id = '0-0', resent
+      if #before > 0 then previous = before[1][1] end
+    else
+      previous = newest[key]
+      if previous == nil then
+        local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+        previous = '0-0'
+        if #last > 0 then previous = last[1][1] end
+      end
+      local entry = ARGV[at + 3]
+      id = redis.call('XADD', key, 'MAXLEN', '~', maxLength, '*', 'm', entry)
+      redis.call('PEXPIRE', key, ttl)
+      newest[key] = id
+      local nodes = holders[registry]
+      if nodes == nil then
+        nodes = {}
+        local fields = redis.call('HGETALL', registry)
+        for j = 1, #fields, 2 do
+          if tonumber(fields[j + 1]) < now then redis.call('HDEL', registry, fields[j])
+          elseif fields[j] ~= origin then nodes[#nodes + 1] = fields[j] end
+        end
+        holders[registry] = nodes
+      end
+      if #nodes > 0 then
+        local notice = previous .. ' ' .. id .. ' ' .. entry
+        for j = 1, #nodes do redis.call('%PUBLISH%', ARGV[at + 2] .. nodes[j], notice) end
+      end
+    end
   end
+  answer[2 * i - 1], answer[2 * i] = previous, id
 end
-return skipped`
+return answer`
+
+/**
+ * Registers a node (ARGV[1]) as holding each channel whose registry is in
+ * KEYS, for ARGV[2] ms from now (Redis time). Answers per channel 1 if the
+ * node was not registered (new, lapsed, or Redis lost it): frames written
+ * meanwhile were not announced to it.
+ */
+const REGISTER_SCRIPT = `
+local node, ttl = ARGV[1], tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local fresh = {}
+for i = 1, #KEYS do
+  local expiry = redis.call('HGET', KEYS[i], node)
+  redis.call('HSET', KEYS[i], node, string.format('%.0f', now + ttl))
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  if expiry and tonumber(expiry) >= now then fresh[i] = 0 else fresh[i] = 1 end
+end
+return fresh`
 
 /**
  * Writes a channel's history back from a node's memory, only if Redis has no
@@ -60,8 +120,9 @@ return 1`
  * The entries after a node's cursor (a gap read), and whether Redis trimmed
  * some of them before the node could read them: 1 when the read is as long
  * as the stream keeps, nothing at or before the cursor is left, and the
- * stream has had more entries than it holds. In one step, so that trimming
- * cannot fall between the read and the check.
+ * stream has had more entries than it holds; and the stream's newest id
+ * ('' if it has none). In one step, so that trimming cannot fall between the
+ * read and the check.
  */
 const READ_AFTER_SCRIPT = `
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+')
@@ -74,7 +135,14 @@ if #entries >= tonumber(ARGV[2]) and #redis.call('XREVRANGE', KEYS[1], ARGV[1], 
   end
   if added > length then trimmed = 1 end
 end
-return { trimmed, entries }`
+local last = ''
+if #entries > 0 then
+  last = entries[#entries][1]
+else
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #newest > 0 then last = newest[1][1] end
+end
+return { trimmed, entries, last }`
 
 /** Deletes a uid lease only if it is still ours. */
 const RELEASE_SCRIPT = `
@@ -105,15 +173,17 @@ end
 return held`
 
 interface BusCommands {
-  /** `mlesPublish(count, ...streams, maxLength, ttlMs, ...(expectsStream, topic, entry) triples)`: the 1-based positions not written. */
-  mlesPublish: (...args: Array<string | number | Buffer>) => Promise<number[]>
+  /** `mlesPublish(2 × count, ...(stream, registry) pairs, maxLength, ttlMs, nodeId, ...(expectsStream, resentId, topicBase, entry))`: per frame its predecessor's id and its id, or two empty strings if it was not written. */
+  mlesPublish: (...args: Array<string | number | Buffer>) => Promise<string[]>
+  /** `mlesRegister(count, ...registries, nodeId, ttlMs)`: per channel 1 if the node was not registered before. */
+  mlesRegister: (...args: Array<string | number>) => Promise<number[]>
   mlesRelease: (key: string, token: string) => Promise<number>
   /** `mlesRestore(stream, maxLength, ttlMs, ...entries)` */
   mlesRestore: (...args: Array<string | number | Buffer>) => Promise<number>
   /** `mlesRefresh(count, ...keys, ttlMs, ...tokens)` */
   mlesRefresh: (...args: Array<string | number>) => Promise<number[]>
-  /** `mlesReadAfterBuffer(stream, cursor, streamLength)`: [1 if entries were trimmed unread, the entries after the cursor] */
-  mlesReadAfterBuffer: (stream: string, cursor: string, streamLength: number) => Promise<[number, Array<[Buffer, Buffer[]]>]>
+  /** `mlesReadAfterBuffer(stream, cursor, streamLength)`: [1 if entries were trimmed unread, the entries after the cursor, the stream's newest id or empty] */
+  mlesReadAfterBuffer: (stream: string, cursor: string, streamLength: number) => Promise<[number, Array<[Buffer, Buffer[]]>, Buffer]>
 }
 
 type BusConnection = RedisConnection & BusCommands
@@ -137,10 +207,15 @@ export interface Lease {
   readonly token: string
 }
 
-/** A stream notice or entry that arrived while its channel was being read from the stream. */
+/** A stream entry not applied yet: a notice, one of our frames Redis answered for, or one read from the stream. */
 interface Pending {
   id: StreamId
+  /** The entry before it in the stream; null for one read from the stream (it follows the one read before). */
+  previous: StreamId | null
+  /** The entry as stored; for one of ours, `own.entry`. */
   body: Buffer
+  /** Our frame, when Redis answered for it (no notice comes for it). */
+  own: Outgoing | null
 }
 
 /** A frame on its way to Redis. */
@@ -156,16 +231,18 @@ interface Outgoing {
   settled: boolean
   /** Publishing order on this node, across channels. */
   serial: number
-  /** Redis answered the script call that last carried it (it was written, or skipped). */
-  answered: boolean
+  /** Its stream id once Redis wrote it: if it is sent again, Redis does not write it twice. */
+  id: string
 }
 
 /** This node's view of one channel's stream. */
 interface Watch {
   /** The id of the last entry applied; null until the channel was read once (before, frames here are this node's only). */
   cursor: StreamId | null
-  /** Notices held back until the stream is read (a read runs, or notices may have been missed); null when they apply at once. */
+  /** Entries held back until the stream is read (a read runs, or notices may have been missed); null when they apply at once. */
   held: Pending[] | null
+  /** Entries that came while in step, whose predecessor has not been applied yet, by id. */
+  waiting: Pending[]
   /** A read is running. */
   reading: boolean
   /** Notices may have been missed (a read failed, the subscription was lost): read again, and hold notices until then. */
@@ -179,12 +256,13 @@ interface Watch {
   /** Sequence numbers of this node's frames settled here while Redis was away, whose echo is still to come. */
   settledHere: Set<number>
   /**
-   * This node's frames Redis took (the script answered) whose echo has not
-   * come yet, by sequence number. Should the connection go now, Redis may have
-   * lost them (it died before they were announced, or restarted empty): they
-   * are kept here and sent again, and whoever has one applies it once.
+   * This node's frames Redis took (the script answered) that are not applied
+   * here yet (held, or waiting for their predecessor), by sequence number.
+   * Should the connection go now, Redis may lose them (it restarts empty
+   * before the other nodes read them): they are kept here and sent again,
+   * and whoever has one applies it once.
    */
-  awaitingEcho: Map<number, Outgoing>
+  taken: Map<number, Outgoing>
 }
 
 /** Notices held for one channel while it is read; past this, they are dropped and read from the stream afterwards. */
@@ -224,7 +302,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   private readonly sharded: boolean
   private readonly watches = new Map<string, Watch>()
   private readonly leases = new Set<Lease>()
-  /** Bytes of the topic prefix of one Redis: where a notice's channel name starts. */
+  /** Bytes of the topic prefix of one Redis: where a notice's channel name starts (our node id ends it). */
   private readonly topicPrefixBytes: number
   /** Entries a channel's stream keeps: its history and the catch-up margin for nodes whose connection was cut. */
   private readonly streamLength: number
@@ -248,10 +326,19 @@ export class RedisBus<M extends HubMember> implements Replication {
   private sendFailing = false
   private retryTimer: NodeJS.Timeout | null = null
   private serial = 0
-  /** Bytes of the entries in the watches' `awaitingEcho`, bounded like the outbox (`outboxBytes`). */
-  private awaitingEchoBytes = 0
-  /** Script calls not answered yet, with their frames. */
-  private readonly inFlightBatches = new Set<Outgoing[]>()
+  /** Bytes of the entries in the watches' `taken`, bounded like the outbox (`outboxBytes`). */
+  private takenBytes = 0
+  /** Script calls not answered yet, with their frames, by call number (so in the order sent). */
+  private readonly inFlightCalls = new Map<number, Outgoing[]>()
+  private callSerial = 0
+  /**
+   * Channels with an entry waiting for its predecessor, and the last call
+   * sent when that was seen: once every call up to it is answered (the
+   * missing one may be ours) and the notices that came meanwhile are in, a
+   * link still missing is read from the stream.
+   */
+  private readonly gaps = new Map<string, number>()
+  private gapCheckScheduled = false
   private maintenanceTimer: NodeJS.Timeout | null = null
   private closed = false
   /** Whether each connection has been ready before: a later 'ready' is a reconnection. */
@@ -284,11 +371,12 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.commands = openRedis(options, { ...connection, enableAutoPipelining: !this.sharded, connectionName: `mles:${this.nodeId}` }) as BusConnection
     this.subscriber = openRedis(options, { ...connection, connectionName: `mles-sub:${this.nodeId}` }, { shardedSubscribers: true })
     this.commands.defineCommand('mlesPublish', { lua: PUBLISH_SCRIPT.replace('%PUBLISH%', this.sharded ? 'SPUBLISH' : 'PUBLISH') })
+    this.commands.defineCommand('mlesRegister', { lua: REGISTER_SCRIPT })
     this.commands.defineCommand('mlesRelease', { numberOfKeys: 1, lua: RELEASE_SCRIPT })
     this.commands.defineCommand('mlesRestore', { numberOfKeys: 1, lua: RESTORE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT })
     this.commands.defineCommand('mlesReadAfter', { numberOfKeys: 1, lua: READ_AFTER_SCRIPT })
-    this.topicPrefixBytes = Buffer.byteLength(options.keyPrefix + 'p:')
+    this.topicPrefixBytes = Buffer.byteLength(options.keyPrefix + 'n:')
 
     this.commands.on('error', (error: Error) => { this.connectionFault('commands', error) })
     this.subscriber.on('error', (error: Error) => { this.connectionFault('subscriber', error) })
@@ -338,7 +426,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   }
 
   private topic (channel: string): string {
-    return this.keys.topic(channel)
+    return this.keys.topic(channel, this.nodeId)
   }
 
   private leaseKey (channel: string, uid: string): string {
@@ -469,7 +557,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   // ---- Replication ------------------------------------------------------
 
   publish (channel: string, payload: Uint8Array, isBinary: boolean, uid: string | null, join: boolean, sequence: number): void {
-    const item: Outgoing = { channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload), settled: false, serial: ++this.serial, answered: false }
+    const item: Outgoing = { channel, payload, isBinary, uid, join, sequence, entry: encodeEntry(this.nodeIdBytes, sequence, uid, join, isBinary, payload), settled: false, serial: ++this.serial, id: '' }
     if (this.closed) {
       this.settleHere(item)
       return
@@ -512,24 +600,33 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   /** One script call for frames whose keys share one slot. */
   private sendSlot (batch: Outgoing[]): void {
-    const args: Array<string | number | Buffer> = [batch.length]
-    for (const item of batch) args.push(this.streamKey(item.channel))
-    args.push(this.streamLength, this.options.channelIdleMs)
-    for (const item of batch) args.push(this.expectsStream(item.channel) ? 1 : 0, this.topic(item.channel), item.entry)
-    this.inFlightBatches.add(batch)
-    this.awaitEchoes(batch)
-    this.commands.mlesPublish(...args).then((skipped) => {
-      this.inFlightBatches.delete(batch)
+    const args: Array<string | number | Buffer> = [2 * batch.length]
+    for (const item of batch) args.push(this.streamKey(item.channel), this.keys.registry(item.channel))
+    args.push(this.streamLength, this.options.channelIdleMs, this.nodeId)
+    for (const item of batch) args.push(this.expectsStream(item.channel) ? 1 : 0, item.id, this.keys.topicBase(item.channel), item.entry)
+    const call = ++this.callSerial
+    this.inFlightCalls.set(call, batch)
+    this.commands.mlesPublish(...args).then((answer) => {
+      this.inFlightCalls.delete(call)
       this.inFlight -= batch.length
       this.sendFailing = false
-      for (const item of batch) item.answered = true
-      for (const position of skipped) this.echoNotExpected(batch[position - 1])
-      if (skipped.length > 0) this.streamsMissing(skipped.map((position) => batch[position - 1]))
+      let skipped: Outgoing[] | null = null
+      for (let i = 0; i < batch.length; i++) {
+        const item = batch[i]
+        const id = answer[2 * i + 1] === '' ? null : StreamId.parse(answer[2 * i + 1])
+        if (id === null) {
+          (skipped ??= []).push(item)
+          continue
+        }
+        item.id = answer[2 * i + 1]
+        this.taken(item, id, StreamId.parse(answer[2 * i]) ?? StreamId.ZERO)
+      }
+      if (skipped !== null) this.streamsMissing(skipped)
+      if (this.gaps.size > 0) this.scheduleGapCheck()
       this.flushOutbox()
     }, (error: unknown) => {
-      this.inFlightBatches.delete(batch)
+      this.inFlightCalls.delete(call)
       this.inFlight -= batch.length
-      for (const item of batch) this.echoNotExpected(item)
       this.fault('publishing', error)
       if (!this.sendFailing) {
         this.sendFailing = true
@@ -539,54 +636,45 @@ export class RedisBus<M extends HubMember> implements Replication {
       // Perhaps written after all (a timeout): sent again, the receivers apply it once.
       this.requeue(batch)
       this.retryLater()
+      if (this.gaps.size > 0) this.scheduleGapCheck()
     })
   }
 
-  /** Tracks the frames of a batch being sent until their echo (which may come before the script's answer). */
-  private awaitEchoes (batch: Outgoing[]): void {
-    for (const item of batch) {
-      item.answered = false
-      if (item.sequence === 0 || this.awaitingEchoBytes + item.entry.length > this.options.outboxBytes) continue
-      const watch = this.watches.get(item.channel)
-      if (watch === undefined || watch.awaitingEcho.has(item.sequence)) continue
-      watch.awaitingEcho.set(item.sequence, item)
-      this.awaitingEchoBytes += item.entry.length
-    }
-  }
-
-  /** A frame that will not be echoed from this send (not written): it goes back into the outbox instead. */
-  private echoNotExpected (item: Outgoing): void {
+  /** Redis wrote our frame as `id` after `previous`: it takes its place in the channel here, now or once its predecessor is in. */
+  private taken (item: Outgoing, id: StreamId, previous: StreamId): void {
     const watch = this.watches.get(item.channel)
-    if (watch !== undefined) this.forgetEcho(watch, item.sequence)
+    if (watch === undefined) return
+    if (this.offer(item.channel, watch, { id, previous, body: item.entry, own: item }) || item.sequence === 0) return
+    if (this.takenBytes + item.entry.length > this.options.outboxBytes || watch.taken.has(item.sequence)) return
+    watch.taken.set(item.sequence, item)
+    this.takenBytes += item.entry.length
   }
 
-  /** Stops waiting for the echo of our frame `sequence` in `watch`. */
-  private forgetEcho (watch: Watch, sequence: number): void {
-    const item = watch.awaitingEcho.get(sequence)
-    if (item === undefined) return
-    watch.awaitingEcho.delete(sequence)
-    this.awaitingEchoBytes -= item.entry.length
+  /** Our frame `item` is applied here (or dropped with its channel): no longer kept to be sent again. */
+  private forgetTaken (watch: Watch, item: Outgoing): void {
+    if (watch.taken.get(item.sequence) !== item) return
+    watch.taken.delete(item.sequence)
+    this.takenBytes -= item.entry.length
   }
 
   /**
-   * The commands connection went: frames Redis took but has not announced
-   * yet may be gone with it. They are delivered and kept here (if they were
-   * not already) and go back into the outbox, in publishing order, ahead of
-   * anything published later; a copy Redis did keep is applied once.
+   * The commands connection went: frames Redis took that are not applied
+   * here yet may be lost with it (it restarts empty before the other nodes
+   * read them). They are delivered and kept here (if they were not already)
+   * and go back into the outbox, in publishing order, ahead of anything
+   * published later; Redis does not write one it kept twice, and a receiver
+   * applies each once.
    */
-  private resendUnechoed (): void {
-    if (this.awaitingEchoBytes === 0) return
+  private resendTaken (): void {
+    if (this.takenBytes === 0) return
     // Everything older settles first, so that the history keeps publishing order.
     this.settlePending()
     const frames: Outgoing[] = []
     for (const watch of this.watches.values()) {
-      for (const [sequence, item] of watch.awaitingEcho) {
-        // Unanswered ones fail with the connection, and go back that way.
-        if (!item.answered) continue
-        frames.push(item)
-        this.forgetEcho(watch, sequence)
-      }
+      for (const item of watch.taken.values()) frames.push(item)
+      watch.taken.clear()
     }
+    this.takenBytes = 0
     frames.sort((x, y) => x.serial - y.serial)
     this.requeue(frames)
   }
@@ -628,17 +716,17 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   /**
    * Delivers and keeps here, in publishing order, every frame of this node
-   * not known to be in Redis and back: `also`, those in flight, waiting in the
-   * outbox or for the end of this turn, and those Redis took whose echo has
-   * not come. A frame settled later is then always a newer one, so this
+   * not applied here yet: `also`, those in flight, waiting in the outbox or
+   * for the end of this turn, and those Redis took that wait for their
+   * predecessor or for a read. A frame settled later is then always a newer one, so this
    * node's history keeps its publishers' order whatever fails first.
    */
   private settlePending (also: Outgoing[] = []): void {
     const pending = [...also, ...this.batch]
-    for (const inFlight of this.inFlightBatches) pending.push(...inFlight)
+    for (const inFlight of this.inFlightCalls.values()) pending.push(...inFlight)
     for (let i = this.outboxHead; i < this.outbox.length; i++) pending.push(this.outbox[i])
     for (const watch of this.watches.values()) {
-      for (const item of watch.awaitingEcho.values()) pending.push(item)
+      for (const item of watch.taken.values()) pending.push(item)
     }
     pending.sort((x, y) => x.serial - y.serial)
     for (const item of pending) this.settleHere(item)
@@ -740,8 +828,12 @@ export class RedisBus<M extends HubMember> implements Replication {
     const local = this.hub?.channel(channel)
     if (local !== undefined && !local.isUnused()) return
     this.watches.delete(channel)
-    for (const sequence of [...watch.awaitingEcho.keys()]) this.forgetEcho(watch, sequence)
+    this.gaps.delete(channel)
+    for (const item of [...watch.taken.values()]) this.forgetTaken(watch, item)
     this.hub?.drop(channel)
+    if (this.commands.status === 'ready') {
+      this.commands.hdel(this.keys.registry(channel), this.nodeId).catch((error: unknown) => { this.fault('leaving a channel', error) })
+    }
     if (this.subscriber.status === 'ready') {
       const topic = this.topic(channel)
       const unsubscribed = this.sharded ? this.subscriber.sunsubscribe(topic) : this.subscriber.unsubscribe(topic)
@@ -754,13 +846,18 @@ export class RedisBus<M extends HubMember> implements Replication {
   private watch (channel: string): Watch {
     const existing = this.watches.get(channel)
     if (existing !== undefined) return existing
-    const watch: Watch = { cursor: null, held: null, reading: false, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set(), awaitingEcho: new Map() }
+    const watch: Watch = { cursor: null, held: null, waiting: [], reading: false, stale: false, ready: Promise.resolve(), admitting: 0, lastSequenceOf: new Map(), settledHere: new Set(), taken: new Map() }
     this.watches.set(channel, watch)
     this.hub?.channelOrCreate(channel)
     watch.ready = this.subscribeAndRead(channel, watch)
     return watch
   }
 
+  /**
+   * Subscribes to this node's topic of the channel, then registers the node
+   * as holding it, then reads it — in that order, so that every frame is
+   * either in the stream when it is read or announced here.
+   */
   private async subscribeAndRead (channel: string, watch: Watch): Promise<void> {
     watch.held = []
     if (this.subscriber.status === 'ready') {
@@ -773,15 +870,54 @@ export class RedisBus<M extends HubMember> implements Replication {
     } else {
       watch.stale = true
     }
+    // Not awaited: the read goes after it on the same connection (and slot), so Redis runs them in that order.
+    this.register([channel])
     await this.read(channel, watch)
+  }
+
+  /**
+   * Registers this node as holding `channels` (one script call per slot and
+   * thousand): the other nodes announce their frames of them here until the
+   * registration lapses (`leaseTtlMs`; renewed by `maintain`). A channel
+   * whose registration had lapsed or was lost missed announcements: it is
+   * read again.
+   */
+  private register (channels: string[]): void {
+    if (this.commands.status !== 'ready') return
+    for (const group of this.bySlot(channels, (channel) => channel).values()) {
+      for (let start = 0; start < group.length; start += MAX_BATCH) {
+        const part = group.slice(start, start + MAX_BATCH)
+        this.commands.mlesRegister(part.length, ...part.map((channel) => this.keys.registry(channel)), this.nodeId, this.options.leaseTtlMs).then((fresh) => {
+          let missed = false
+          for (let i = 0; i < part.length; i++) {
+            const watch = this.watches.get(part[i])
+            // A watch still in its first read reads after this anyway.
+            if (fresh[i] !== 1 || watch === undefined || watch.cursor === null) continue
+            watch.stale = true
+            missed = true
+          }
+          if (missed) this.readStale()
+        }, (error: unknown) => {
+          this.fault('registering channels', error)
+          for (const channel of part) {
+            const watch = this.watches.get(channel)
+            if (watch !== undefined) watch.stale = true
+          }
+        })
+      }
+    }
   }
 
   /**
    * Reads the channel's stream: its recent history on the first read (into
    * the history only), the entries after the cursor on later ones (delivered,
-   * since members have not had them). Notices that arrive meanwhile are held
-   * and applied after, those already read dropped by id. A failed read keeps
-   * them held: applying them would move the cursor past what was missed.
+   * since members have not had them). Entries that arrive meanwhile are held;
+   * after the read, every entry that was in the stream when it was read —
+   * those read, those waiting for a predecessor before it began, those held
+   * that are not newer than the stream's newest — applies in id order (those
+   * already applied dropped by id); the newer held ones follow their chain.
+   * A failed read keeps them all held: applying them would move the cursor
+   * past what was missed.
    */
   private async read (channel: string, watch: Watch): Promise<void> {
     watch.reading = true
@@ -789,15 +925,21 @@ export class RedisBus<M extends HubMember> implements Replication {
     try {
       for (;;) {
         const initial = watch.cursor === null
+        // Came before this read was sent, so written before it runs: the read settles each of them.
+        const prior = watch.waiting
+        watch.waiting = []
         let entries: Array<[Buffer, Buffer[]]> = []
+        let newest: StreamId | null = null
         let failed = false
         try {
           if (this.commands.status !== 'ready') throw new Error('not connected')
           if (initial) {
             entries = (await this.commands.xrevrangeBuffer(this.streamKey(channel), '+', '-', 'COUNT', Math.max(1, this.options.historyLimit))).reverse()
+            if (entries.length > 0) newest = StreamId.parse(entries[entries.length - 1][0].toString('latin1'))
           } else {
-            const [trimmed, after] = await this.commands.mlesReadAfterBuffer(this.streamKey(channel), String(watch.cursor), this.streamLength)
+            const [trimmed, after, last] = await this.commands.mlesReadAfterBuffer(this.streamKey(channel), String(watch.cursor), this.streamLength)
             entries = after
+            newest = last.length === 0 ? null : StreamId.parse(last.toString('latin1'))
             if (trimmed === 1) this.unfilledGap(channel)
           }
         } catch (error) {
@@ -805,35 +947,39 @@ export class RedisBus<M extends HubMember> implements Replication {
           failed = true
         }
         if (this.watches.get(channel) !== watch) return
-        const read: Pending[] = []
+        if (failed) {
+          watch.held = [...prior, ...(watch.held ?? [])]
+          watch.stale = true
+          return
+        }
+        const settled: Pending[] = prior
         for (const [idBytes, fields] of entries) {
           const id = StreamId.parse(idBytes.toString('latin1'))
           const body = fieldValue(fields)
           if (id === null || body === null) continue
           if (initial && this.options.historyLimit === 0) watch.cursor = id
           else if (initial) this.apply(channel, watch, id, body, true)
-          else read.push({ id, body })
-        }
-        if (!initial && !failed) {
-          // Merged with the notices held meanwhile, by id: a stream trimmed while this node was away still reaches
-          // members through the notices it did get, instead of the cursor jumping past them.
-          const merged = [...read, ...(watch.held ?? [])].sort((x, y) => x.id.isAfter(y.id) ? 1 : y.id.isAfter(x.id) ? -1 : 0)
-          watch.held = []
-          for (const notice of merged) this.apply(channel, watch, notice.id, notice.body, false)
-        }
-        if (failed) {
-          watch.stale = true
-          return
+          else settled.push({ id, previous: null, body, own: null })
         }
         if (initial && watch.cursor === null) watch.cursor = StreamId.ZERO
         const held = watch.held ?? []
-        if (held.length > MAX_HELD_NOTICES) {
-          // Too many notices to hold: the ones let go are in the stream, after the cursor. Read on from there.
+        const later: Pending[] = []
+        for (const entry of held) {
+          if (newest === null || entry.id.isAfter(newest)) later.push(entry)
+          else settled.push(entry)
+        }
+        // Merged by id: a stream trimmed while this node was away still reaches members through
+        // the entries it did get, instead of the cursor jumping past them.
+        settled.sort(byId)
+        for (const entry of settled) this.applyPending(channel, watch, entry)
+        if (later.length > MAX_HELD_NOTICES) {
+          // Too many entries to hold: the ones let go are in the stream, after the cursor. Read on from there.
           watch.held = []
           continue
         }
         watch.held = watch.stale ? [] : null
-        for (const notice of held) this.apply(channel, watch, notice.id, notice.body, false)
+        later.sort(byId)
+        for (const entry of later) this.offer(channel, watch, entry)
         return
       }
     } finally {
@@ -849,26 +995,102 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.log.warn(`mles: this node missed more frames of channel ${JSON.stringify(channel)} than Redis keeps (historyLimit + redis.catchUpFrames = ${this.streamLength}) while its connection was cut; its members here miss the oldest of them (counted as cluster_unfilled_gaps)`)
   }
 
-  /** A stream notice from the subscriber connection. */
+  /** A notice on this node's topic of a channel: `previous id entry`. */
   private notice (topic: Buffer, message: Buffer): void {
-    const channel = this.sharded ? this.keys.channelOfTopic(topic.toString('utf8')) : topic.toString('utf8', this.topicPrefixBytes)
+    const channel = this.sharded ? this.keys.channelOfTopic(topic.toString('utf8')) : topic.toString('utf8', this.topicPrefixBytes, topic.length - NODE_ID_LENGTH - 1)
     const watch = channel === null ? undefined : this.watches.get(channel)
     if (watch === undefined || channel === null) return
-    const space = message.indexOf(0x20)
-    const id = space > 0 ? StreamId.parse(message.toString('latin1', 0, space)) : null
-    if (id === null) {
+    const first = message.indexOf(0x20)
+    const second = first > 0 ? message.indexOf(0x20, first + 1) : -1
+    const previous = second > 0 ? StreamId.parse(message.toString('latin1', 0, first)) : null
+    const id = previous !== null ? StreamId.parse(message.toString('latin1', first + 1, second)) : null
+    if (id === null || previous === null) {
       this.metrics.clusterErrors++
       return
     }
-    const body = message.subarray(space + 1)
+    this.offer(channel, watch, { id, previous, body: message.subarray(second + 1), own: null })
+  }
+
+  /**
+   * An entry that came in step (a notice, or the answer for one of ours):
+   * applied now if it follows what was applied, kept until then otherwise;
+   * held while the channel is read or out of step. True if it is done with
+   * (applied, or had been).
+   */
+  private offer (channel: string, watch: Watch, entry: Pending): boolean {
     // Notices may have been missed: none applies before the stream is read from the cursor.
     if (watch.held === null && watch.stale) watch.held = []
     if (watch.held !== null) {
       // Past the bound, the rest is read again from the stream once this read is over.
-      if (watch.held.length <= MAX_HELD_NOTICES) watch.held.push({ id, body })
-      return
+      if (watch.held.length <= MAX_HELD_NOTICES) watch.held.push(entry)
+      return false
     }
-    this.apply(channel, watch, id, body, false)
+    const cursor = watch.cursor ?? StreamId.ZERO
+    if (!entry.id.isAfter(cursor)) {
+      if (entry.own !== null) this.forgetTaken(watch, entry.own)
+      return true
+    }
+    if (entry.previous !== null && entry.previous.isAfter(cursor)) {
+      insertById(watch.waiting, entry)
+      if (watch.waiting.length > MAX_HELD_NOTICES) {
+        // Too many: they are in the stream; read it.
+        watch.waiting = []
+        watch.stale = true
+        this.readStale()
+      } else if (!this.gaps.has(channel)) {
+        this.gaps.set(channel, this.callSerial)
+        this.scheduleGapCheck()
+      }
+      return false
+    }
+    this.applyPending(channel, watch, entry)
+    // What waited for this one.
+    const waiting = watch.waiting
+    while (waiting.length > 0 && watch.held === null) {
+      const next = waiting[0]
+      const at = watch.cursor ?? StreamId.ZERO
+      if (next.id.isAfter(at) && next.previous !== null && next.previous.isAfter(at)) break
+      waiting.shift()
+      this.applyPending(channel, watch, next)
+    }
+    return true
+  }
+
+  private scheduleGapCheck (): void {
+    if (this.gapCheckScheduled) return
+    this.gapCheckScheduled = true
+    // After the I/O of this loop turn: a notice that came with an answer is in by then.
+    setImmediate(this.checkGaps)
+  }
+
+  /** Reads the channels whose missing link is neither on its way as a notice nor in one of our unanswered calls. */
+  private readonly checkGaps = (): void => {
+    this.gapCheckScheduled = false
+    let oldestCall = Infinity
+    for (const call of this.inFlightCalls.keys()) {
+      oldestCall = call
+      break
+    }
+    let reads = false
+    for (const [channel, lastCall] of this.gaps) {
+      const watch = this.watches.get(channel)
+      if (watch === undefined || watch.waiting.length === 0 || watch.reading || watch.held !== null) {
+        this.gaps.delete(channel)
+        continue
+      }
+      // One of ours sent before may be the missing link: its answer checks again.
+      if (oldestCall <= lastCall) continue
+      this.gaps.delete(channel)
+      this.metrics.clusterGapReads++
+      watch.stale = true
+      reads = true
+    }
+    if (reads) this.readStale()
+  }
+
+  private applyPending (channel: string, watch: Watch, entry: Pending): void {
+    if (entry.own === null) this.apply(channel, watch, entry.id, entry.body, false)
+    else this.applyOwn(channel, watch, entry.id, entry.own)
   }
 
   private apply (channel: string, watch: Watch, id: StreamId, body: Buffer, historyOnly: boolean): void {
@@ -880,7 +1102,10 @@ export class RedisBus<M extends HubMember> implements Replication {
       if (entry === null) this.metrics.clusterErrors++
       return
     }
-    if (entry.origin === this.nodeId && entry.sequence !== 0) this.forgetEcho(watch, entry.sequence)
+    if (entry.origin === this.nodeId && entry.sequence !== 0) {
+      const item = watch.taken.get(entry.sequence)
+      if (item !== undefined) this.forgetTaken(watch, item)
+    }
     // Restored history is news only to a node reading the channel anew.
     if (entry.restored && !historyOnly) return
     if (entry.sequence !== 0) {
@@ -894,6 +1119,22 @@ export class RedisBus<M extends HubMember> implements Replication {
       return
     }
     this.hub.replicated(local, entry.payload, entry.isBinary, entry.uid, entry.join, entry.origin === this.nodeId, entry.sequence)
+  }
+
+  /** One of our frames in its place in the stream, as Redis answered for it (no need to decode what we encoded). */
+  private applyOwn (channel: string, watch: Watch, id: StreamId, item: Outgoing): void {
+    this.forgetTaken(watch, item)
+    if (watch.cursor !== null && !id.isAfter(watch.cursor)) return
+    watch.cursor = id
+    const local = this.hub?.channel(channel)
+    if (local === undefined || this.hub === null) return
+    if (item.sequence !== 0) {
+      if (item.sequence <= (watch.lastSequenceOf.get(this.nodeId) ?? 0)) return
+      watch.lastSequenceOf.set(this.nodeId, item.sequence)
+      if (watch.settledHere.delete(item.sequence)) return
+    }
+    const payload = Buffer.isBuffer(item.payload) ? item.payload : Buffer.from(item.payload.buffer, item.payload.byteOffset, item.payload.byteLength)
+    this.hub.replicated(local, payload, item.isBinary, item.uid, item.join, true, item.sequence)
   }
 
   // ---- faults and recovery ----------------------------------------------
@@ -913,7 +1154,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     const wasDown = this.commandsDown || this.subscriberDown
     if (which === 'commands') {
       this.commandsDown = this.commandsWereReady
-      this.resendUnechoed()
+      this.resendTaken()
     } else {
       this.subscriberDown = this.subscriberWasReady
       // Notices sent while the subscriber is away are lost: every channel needs a read once it is back.
@@ -988,7 +1229,11 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.recovered()
     const channels = [...this.watches.keys()]
     if (channels.length === 0) return
-    this.subscribe(channels).then(() => { this.readStale() }, (error: unknown) => { this.fault('subscribing again', error) })
+    // Registered again too (Redis may have restarted empty), before the reads.
+    this.subscribe(channels).then(() => {
+      this.register(channels)
+      this.readStale()
+    }, (error: unknown) => { this.fault('subscribing again', error) })
   }
 
   /** On a Redis Cluster: a shard's subscriber went away (its master failed): notices may be missed from now on. */
@@ -1008,6 +1253,7 @@ export class RedisBus<M extends HubMember> implements Replication {
     const channels = [...this.watches.keys()]
     this.subscribe(channels).then(() => {
       this.resubscribing = false
+      this.register(channels)
       this.readStale()
     }, (error: unknown) => { this.fault('subscribing again', error) })
   }
@@ -1028,15 +1274,17 @@ export class RedisBus<M extends HubMember> implements Replication {
   }
 
   /**
-   * Every third of the lease time: renews our uid leases (one script call per
-   * thousand, per slot on a Redis Cluster), restores the history of channels
-   * whose leases Redis had lost, and retries reads that failed.
+   * Every third of the lease time: renews our uid leases and the channels'
+   * registrations (one script call per thousand, per slot on a Redis
+   * Cluster), restores the history of channels whose leases Redis had lost,
+   * and retries reads that failed.
    */
   private maintain (): void {
     if (this.closed || this.commands.status !== 'ready') return
     for (const group of this.bySlot([...this.leases], (lease) => lease.channel).values()) {
       for (let start = 0; start < group.length; start += MAX_BATCH) this.renew(group.slice(start, start + MAX_BATCH))
     }
+    if (this.watches.size > 0) this.register([...this.watches.keys()])
     if (this.resubscribing) this.resubscribeShards()
     else if (this.subscriber.status === 'ready') this.readStale()
   }
@@ -1074,12 +1322,27 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.sendBatch()
     this.flushOutbox()
     if (this.commands.status === 'ready') {
-      await Promise.allSettled([...this.leases].map(async (lease) => await this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token)))
+      await Promise.allSettled([
+        ...[...this.leases].map(async (lease) => await this.commands.mlesRelease(this.leaseKey(lease.channel, lease.uid), lease.token)),
+        // The other nodes stop announcing frames here.
+        ...[...this.watches.keys()].map(async (channel) => await this.commands.hdel(this.keys.registry(channel), this.nodeId))
+      ])
     }
     this.leases.clear()
     this.closed = true
     await Promise.allSettled([quit(this.commands), quit(this.subscriber)])
   }
+}
+
+function byId (x: Pending, y: Pending): number {
+  return x.id.isAfter(y.id) ? 1 : y.id.isAfter(x.id) ? -1 : 0
+}
+
+/** Inserts into a list kept in id order (entries mostly come in order: from the end). */
+function insertById (list: Pending[], entry: Pending): void {
+  let at = list.length
+  while (at > 0 && list[at - 1].id.isAfter(entry.id)) at--
+  list.splice(at, 0, entry)
 }
 
 function fieldValue (fields: Buffer[]): Buffer | null {

@@ -3,6 +3,9 @@ import calculateSlot from 'cluster-key-slot'
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { ResolvedRedisOptions } from '../options.js'
 
+/** The length of a node id (a UUID), which ends each node's topic names. */
+export const NODE_ID_LENGTH = 36
+
 /** A connection to one Redis or to a Redis Cluster. */
 export type RedisConnection = Redis | Cluster
 
@@ -83,7 +86,7 @@ export function openRedis (options: ResolvedRedisOptions, node: RedisOptions, cl
 
 /**
  * Names the keys of a channel. With one Redis, `prefix` + `h:` + channel
- * (and `p:`, `u:`), as ever; with a Redis Cluster, a hash tag of the channel
+ * (and `n:` topics, `r:` registry, `u:` leases); with a Redis Cluster, a hash tag of the channel
  * follows the prefix so that all its keys and its shard channel share one
  * slot: `prefix{channel}h:channel`. A channel name holding `}` (which would
  * end the tag early) or empty is tagged with a hash of itself instead.
@@ -103,12 +106,27 @@ export class KeyLayout {
     return this.channelPrefix(channel) + 'h:' + channel
   }
 
-  /** The pub/sub (shard) channel announcing its new entries. */
-  topic (channel: string): string {
-    return this.channelPrefix(channel) + 'p:' + channel
+  /**
+   * What every node's topic of the channel starts with; the node's id
+   * follows (`NODE_ID_LENGTH` characters). Each node subscribes to its own,
+   * and a frame is announced to the topics of the other nodes holding the
+   * channel only, so no node gets its own frames back.
+   */
+  topicBase (channel: string): string {
+    return this.channelPrefix(channel) + 'n:' + channel + ':'
   }
 
-  /** The channel a topic announces, or null if it is none of ours. */
+  /** The pub/sub (shard) channel announcing the channel's new entries to `node`. */
+  topic (channel: string, node: string): string {
+    return this.topicBase(channel) + node
+  }
+
+  /** The hash of the nodes holding the channel: node id → until when (Redis time, ms), renewed while they hold it. */
+  registry (channel: string): string {
+    return this.channelPrefix(channel) + 'r:' + channel
+  }
+
+  /** The channel a node's topic announces, or null if it is none of ours. */
   channelOfTopic (topic: string): string | null {
     if (!topic.startsWith(this.prefix)) return null
     let at = this.prefix.length
@@ -118,7 +136,8 @@ export class KeyLayout {
       if (topic[at] !== '{' || close === -1) return null
       at = close + 1
     }
-    return topic.startsWith('p:', at) ? topic.slice(at + 2) : null
+    const end = topic.length - NODE_ID_LENGTH - 1
+    return topic.startsWith('n:', at) && end >= at + 2 && topic[end] === ':' ? topic.slice(at + 2, end) : null
   }
 
   /** The key of a uid lease; `lease(channel, '')` is the prefix of all the channel's. */

@@ -11,19 +11,25 @@ const redis = redisForTests()
 /**
  * Every frame of a channel in the cluster order, as text: the notices the
  * nodes announce each stream entry with (pub/sub keeps them all, where the
- * stream itself is trimmed to the history limit).
+ * stream itself is trimmed to the history limit), heard as a node of its
+ * own — registered as holding the channel, so every frame is announced to it.
  */
-async function recordChannel (url: string, topic: string): Promise<{ texts: string[], joins: Map<string, number>, stop: () => void }> {
+async function recordChannel (url: string, keyPrefix: string, channel: string): Promise<{ texts: string[], joins: Map<string, number>, stop: () => void }> {
+  const recorderId = 'recorder-0000-0000-0000-000000000000'
+  const registrar = new Redis(url)
+  await registrar.hset(`${keyPrefix}r:${channel}`, recorderId, String(Date.now() + 3_600_000))
+  registrar.disconnect()
   const subscriber = new Redis(url)
   const texts: string[] = []
   const joins = new Map<string, number>()
   subscriber.on('messageBuffer', (_topic: Buffer, message: Buffer) => {
-    const entry = decodeEntry(message.subarray(message.indexOf(0x20) + 1))
+    // `previous id entry`
+    const entry = decodeEntry(message.subarray(message.indexOf(0x20, message.indexOf(0x20) + 1) + 1))
     assert.ok(entry !== null)
     if (entry.join && entry.uid !== null) joins.set(entry.uid, texts.length)
     texts.push(entry.payload.toString())
   })
-  await subscriber.subscribe(topic)
+  await subscriber.subscribe(`${keyPrefix}n:${channel}:${recorderId}`)
   return { texts, joins, stop: () => { subscriber.disconnect() } }
 }
 
@@ -33,7 +39,7 @@ test('randomized, 3 nodes: every joiner gets exactly the last historyLimit frame
   const nodes: RunningServer[] = []
   for (let i = 0; i < 3; i++) nodes.push(await startMles({ historyLimit, messagesPerSecond: 0, perIpLimit: 0, redis: { url: redis.url, keyPrefix } }))
   const channel = 'busy'
-  const recorder = await recordChannel(redis.url, `${keyPrefix}p:${channel}`)
+  const recorder = await recordChannel(redis.url, keyPrefix, channel)
   // A seeded generator, so a failure can be replayed.
   let seed = Number(process.env.MLES_BOUNDARY_SEED ?? 20261202)
   const random = (): number => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31 }

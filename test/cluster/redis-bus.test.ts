@@ -163,11 +163,14 @@ describe('Redis engine: one channel space over several nodes', () => {
     }
   })
 
-  test('a node subscribes in Redis only to channels with local members or subscribers', async () => {
+  test('a node subscribes and registers in Redis only for channels with local members or subscribers', async () => {
     const { nodes, prefix, close } = await startNodes(2)
+    // Each node listens on a topic of its own, and is named in the channel's registry while it holds it.
     const subscribers = async (channel: string): Promise<number> => {
-      const reply = await redis.inspector.pubsub('NUMSUB', `${prefix}p:${channel}`) as [string, number]
-      return Number(reply[1])
+      const topics = await redis.inspector.pubsub('CHANNELS', `${prefix}n:${channel}:*`) as string[]
+      const registered = await redis.inspector.hlen(`${prefix}r:${channel}`)
+      assert.equal(registered, topics.length, 'registered as many times as subscribed')
+      return topics.length
     }
     try {
       const a = await join(nodes[0], 'a', 'only-on-0')
