@@ -13,10 +13,12 @@ export { redactRedisUrl } from './redis-connection.js'
 /**
  * Lua, so that a batch of frames — all published here within one event-loop
  * turn, one command instead of one per frame — is appended to its channel's
- * stream and announced in one step. KEYS holds each frame's stream and its
- * channel's registry of nodes; each frame has four ARGV: whether it expects
- * its stream, the id it had if it is sent again, its topics' base name, the
- * entry.
+ * stream and announced in one step. KEYS holds each frame's stream; ARGV
+ * the stream length, the idle expiry, this node's id, the key prefix's
+ * length and whether keys carry a hash tag (a Redis Cluster) — from which
+ * the script finds the channel's registry and topics beside its stream —
+ * then two per frame: flags (`1` if it expects its stream, else `0`,
+ * followed by the id it had if it is sent again) and the entry.
  *
  * A frame is announced to the other nodes holding its channel only (those
  * the registry names, until their registration lapses): its publisher gets
@@ -38,17 +40,17 @@ export { redactRedisUrl } from './redis-connection.js'
  * Answers, per frame: predecessor id and id, or two empty strings.
  */
 const PUBLISH_SCRIPT = `
-local maxLength, ttl, origin = ARGV[1], ARGV[2], ARGV[3]
+local maxLength, ttl, origin, prefixLength, tagged = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5] == '1'
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local missing, newest, holders = {}, {}, {}
+local missing, newest, holders, topics = {}, {}, {}, {}
 local answer = {}
-for i = 1, #KEYS / 2 do
-  local key, registry, at = KEYS[2 * i - 1], KEYS[2 * i], 4 * i
-  if missing[key] == nil and ARGV[at] == '1' then missing[key] = redis.call('EXISTS', key) == 0 end
+for i = 1, #KEYS do
+  local key, flags = KEYS[i], ARGV[4 + 2 * i]
+  if missing[key] == nil and string.byte(flags, 1) == 49 then missing[key] = redis.call('EXISTS', key) == 0 end
   local previous, id = '', ''
   if not missing[key] then
-    local resent = ARGV[at + 1]
+    local resent = string.sub(flags, 2)
     if resent ~= '' and #redis.call('XRANGE', key, resent, resent) > 0 then
       local before = redis.call('XREVRANGE', key, '(' .. resent, '-', 'COUNT', 1)
       previous, id = '0-0', resent
@@ -60,23 +62,29 @@ for i = 1, #KEYS / 2 do
         previous = '0-0'
         if #last > 0 then previous = last[1][1] end
       end
-      local entry = ARGV[at + 3]
+      local entry = ARGV[5 + 2 * i]
       id = redis.call('XADD', key, 'MAXLEN', '~', maxLength, '*', 'm', entry)
       redis.call('PEXPIRE', key, ttl)
       newest[key] = id
-      local nodes = holders[registry]
+      local nodes = holders[key]
       if nodes == nil then
+        -- The stream is <prefix[{tag}]>h:<channel>; the registry and the topics sit beside it.
+        local cut = prefixLength
+        if tagged then cut = string.find(key, '}', prefixLength + 1, true) end
+        local head, channel = string.sub(key, 1, cut), string.sub(key, cut + 3)
+        local registry = head .. 'r:' .. channel
+        topics[key] = head .. 'n:' .. channel .. ':'
         nodes = {}
         local fields = redis.call('HGETALL', registry)
         for j = 1, #fields, 2 do
           if tonumber(fields[j + 1]) < now then redis.call('HDEL', registry, fields[j])
           elseif fields[j] ~= origin then nodes[#nodes + 1] = fields[j] end
         end
-        holders[registry] = nodes
+        holders[key] = nodes
       end
       if #nodes > 0 then
-        local notice = previous .. ' ' .. id .. ' ' .. entry
-        for j = 1, #nodes do redis.call('%PUBLISH%', ARGV[at + 2] .. nodes[j], notice) end
+        local notice, topic = previous .. ' ' .. id .. ' ' .. entry, topics[key]
+        for j = 1, #nodes do redis.call('%PUBLISH%', topic .. nodes[j], notice) end
       end
     end
   end
@@ -173,7 +181,7 @@ end
 return held`
 
 interface BusCommands {
-  /** `mlesPublish(2 × count, ...(stream, registry) pairs, maxLength, ttlMs, nodeId, ...(expectsStream, resentId, topicBase, entry))`: per frame its predecessor's id and its id, or two empty strings if it was not written. */
+  /** `mlesPublish(count, ...streams, maxLength, ttlMs, nodeId, prefixBytes, tagged, ...(flags, entry))`: per frame its predecessor's id and its id, or two empty strings if it was not written. */
   mlesPublish: (...args: Array<string | number | Buffer>) => Promise<string[]>
   /** `mlesRegister(count, ...registries, nodeId, ttlMs)`: per channel 1 if the node was not registered before. */
   mlesRegister: (...args: Array<string | number>) => Promise<number[]>
@@ -302,6 +310,8 @@ export class RedisBus<M extends HubMember> implements Replication {
   private readonly sharded: boolean
   private readonly watches = new Map<string, Watch>()
   private readonly leases = new Set<Lease>()
+  /** Bytes of the key prefix. */
+  private readonly prefixBytes: number
   /** Bytes of the topic prefix of one Redis: where a notice's channel name starts (our node id ends it). */
   private readonly topicPrefixBytes: number
   /** Entries a channel's stream keeps: its history and the catch-up margin for nodes whose connection was cut. */
@@ -376,7 +386,8 @@ export class RedisBus<M extends HubMember> implements Replication {
     this.commands.defineCommand('mlesRestore', { numberOfKeys: 1, lua: RESTORE_SCRIPT })
     this.commands.defineCommand('mlesRefresh', { lua: REFRESH_SCRIPT })
     this.commands.defineCommand('mlesReadAfter', { numberOfKeys: 1, lua: READ_AFTER_SCRIPT })
-    this.topicPrefixBytes = Buffer.byteLength(options.keyPrefix + 'n:')
+    this.prefixBytes = Buffer.byteLength(options.keyPrefix)
+    this.topicPrefixBytes = this.prefixBytes + 2
 
     this.commands.on('error', (error: Error) => { this.connectionFault('commands', error) })
     this.subscriber.on('error', (error: Error) => { this.connectionFault('subscriber', error) })
@@ -600,10 +611,10 @@ export class RedisBus<M extends HubMember> implements Replication {
 
   /** One script call for frames whose keys share one slot. */
   private sendSlot (batch: Outgoing[]): void {
-    const args: Array<string | number | Buffer> = [2 * batch.length]
-    for (const item of batch) args.push(this.streamKey(item.channel), this.keys.registry(item.channel))
-    args.push(this.streamLength, this.options.channelIdleMs, this.nodeId)
-    for (const item of batch) args.push(this.expectsStream(item.channel) ? 1 : 0, item.id, this.keys.topicBase(item.channel), item.entry)
+    const args: Array<string | number | Buffer> = [batch.length]
+    for (const item of batch) args.push(this.streamKey(item.channel))
+    args.push(this.streamLength, this.options.channelIdleMs, this.nodeId, this.prefixBytes, this.sharded ? 1 : 0)
+    for (const item of batch) args.push((this.expectsStream(item.channel) ? '1' : '0') + item.id, item.entry)
     const call = ++this.callSerial
     this.inFlightCalls.set(call, batch)
     this.commands.mlesPublish(...args).then((answer) => {
