@@ -18,6 +18,16 @@ async function startNodes (count: number, options: MlesOptions = {}): Promise<{ 
   return { nodes, prefix, close: async () => { await Promise.all(nodes.map(async (node) => { await node.app.close() })) } }
 }
 
+/** The id of the node that registered last as holding a channel: the one not among `known`. */
+async function newlyRegistered (registry: string, known: string[]): Promise<string> {
+  for (let i = 0; i < 300; i++) {
+    const added = (await redis.inspector.hkeys(registry)).filter((id) => !known.includes(id))
+    if (added.length === 1) return added[0]
+    await sleep(10)
+  }
+  throw new Error(`timed out waiting for one more node in ${registry}`)
+}
+
 /** Joins and reads the history replay: `expected` frames. */
 async function join (node: RunningServer, uid: string, channel: string): Promise<TestClient> {
   return await TestClient.join(node.url, { uid, channel })
@@ -188,6 +198,92 @@ describe('Redis engine: one channel space over several nodes', () => {
       assert.deepEqual(nodes[0].app.mles.channels(), [])
     } finally {
       await close()
+    }
+  })
+
+  test('a frame is announced only to the other nodes holding its channel: a node alone in it publishes nothing, and none gets its own back', async () => {
+    const { nodes, prefix, close } = await startNodes(2)
+    const listener = redis.inspector.duplicate()
+    const announced: string[] = []
+    listener.on('pmessage', (_pattern: string, topic: string) => { announced.push(topic) })
+    try {
+      await listener.psubscribe(`${prefix}n:*`)
+      const alone = await join(nodes[0], 'alone', 'solo')
+      const first = await newlyRegistered(`${prefix}r:solo`, [])
+      const watcher = await join(nodes[0], 'watcher', 'solo')
+      for (let n = 0; n < 50; n++) alone.send(`alone#${n}`)
+      assert.equal((await collect(watcher, 50)).length, 50)
+      await waitFor(() => nodes[0].app.mles.history('solo').length === 52, 'all 50 in the history, after both joins')
+      assert.deepEqual(announced, [], 'no notice while one node holds the channel')
+      const remote = await join(nodes[1], 'remote', 'solo')
+      const second = await newlyRegistered(`${prefix}r:solo`, [first])
+      assert.equal((await collect(remote, 52)).length, 52, 'the replay, from the stream')
+      for (let n = 50; n < 100; n++) alone.send(`alone#${n}`)
+      assert.deepEqual(await collect(remote, 50), Array.from({ length: 50 }, (_, k) => `alone#${50 + k}`))
+      await waitFor(() => announced.length === 51, 'the join of remote and 50 frames announced', 2000).catch(() => {})
+      assert.equal(announced.length, 51)
+      assert.equal(announced[0], `${prefix}n:solo:${first}`, 'the join on node 1 went to node 0 only')
+      assert.deepEqual(new Set(announced.slice(1)), new Set([`${prefix}n:solo:${second}`]), 'each frame of node 0 went to node 1 only, once')
+      for (const client of [alone, watcher, remote]) client.close()
+    } finally {
+      listener.disconnect()
+      await close()
+    }
+  })
+
+  test('a registration Redis lost is noticed at the next renewal: the node reads what it was not told of, once, in order', async () => {
+    const { nodes, prefix, close } = await startNodes(2)
+    try {
+      const sender = await join(nodes[0], 'sender', 'lapse')
+      const first = await newlyRegistered(`${prefix}r:lapse`, [])
+      const receiver = await join(nodes[1], 'receiver', 'lapse')
+      const second = await newlyRegistered(`${prefix}r:lapse`, [first])
+      await collect(receiver, 1)
+      await redis.inspector.hdel(`${prefix}r:lapse`, second)
+      for (let n = 0; n < 5; n++) sender.send(`sender#${n}`)
+      // Renewed every leaseTtlMs / 3 = 1 s.
+      assert.deepEqual(await collect(receiver, 5, 5000), ['sender#0', 'sender#1', 'sender#2', 'sender#3', 'sender#4'])
+      sender.send('sender#5')
+      assert.deepEqual(await collect(receiver, 1), ['sender#5'], 'announced again')
+      await sleep(200)
+      assert.equal(receiver.pending, 0)
+      sender.close()
+      receiver.close()
+    } finally {
+      await close()
+    }
+  })
+
+  test('an entry whose predecessor was never announced here makes the node read the stream: the missing frames come first, nothing twice', async () => {
+    const prefix = `t${++prefixSerial}:`
+    // Renewals far apart, so that only the missing link can tell node 1 what it missed.
+    const options: MlesOptions = { messagesPerSecond: 0, perIpLimit: 0, redis: { url: redis.url, keyPrefix: prefix, leaseTtlMs: 60_000 } }
+    const nodes = [await startMles(options), await startMles(options)]
+    try {
+      const registry = `${prefix}r:chain`
+      const sender = await join(nodes[0], 'sender', 'chain')
+      const first = await newlyRegistered(registry, [])
+      const receiver = await join(nodes[1], 'receiver', 'chain')
+      const second = await newlyRegistered(registry, [first])
+      await collect(receiver, 1)
+      const registration = await redis.inspector.hget(registry, second)
+      assert.ok(registration !== null)
+      await redis.inspector.hdel(registry, second)
+      const length = await redis.inspector.xlen(`${prefix}h:chain`)
+      for (let n = 0; n < 3; n++) sender.send(`sender#${n}`)
+      for (let i = 0; i < 300 && await redis.inspector.xlen(`${prefix}h:chain`) < length + 3; i++) await sleep(10)
+      assert.equal(await redis.inspector.xlen(`${prefix}h:chain`), length + 3, 'written, announced to nobody')
+      await receiver.expectSilence(100)
+      await redis.inspector.hset(registry, second, registration)
+      sender.send('sender#3')
+      assert.deepEqual(await collect(receiver, 4), ['sender#0', 'sender#1', 'sender#2', 'sender#3'])
+      assert.equal(nodes[1].app.mles.metrics().cluster_gap_reads, 1)
+      assert.deepEqual(nodes[1].app.mles.history('chain').map((frame) => frame.data.toString()).filter((text) => !text.startsWith('{')), ['sender#0', 'sender#1', 'sender#2', 'sender#3'])
+      await receiver.expectSilence(200)
+      sender.close()
+      receiver.close()
+    } finally {
+      await Promise.all(nodes.map(async (node) => { await node.app.close() }))
     }
   })
 
