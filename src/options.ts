@@ -167,7 +167,11 @@ export type MlesRedisOptions = MlesRedisSettings & ({
 export interface MlesRedisSettings {
   /** Prefix of every key and pub/sub channel used; nodes sharing it share channels. Default `'mles:'`. With `cluster`, no braces. */
   keyPrefix?: string
-  /** How long a crashed node's uids stay taken; renewed every third of it. Default 15 000 ms. */
+  /**
+   * How long a crashed node's uids stay taken, and how long its registrations
+   * as holding channels last (the other nodes announce frames to it until
+   * then); both renewed every third of it. Default 15 000 ms.
+   */
   leaseTtlMs?: number
   /** How long `app.register` waits for Redis before failing. Default 5000 ms. */
   connectTimeoutMs?: number
