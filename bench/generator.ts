@@ -5,8 +5,9 @@ import { performance } from 'node:perf_hooks'
 import * as hdr from 'hdr-histogram-js'
 import { CONNECTORS, type BenchClient, type BenchHandlers, type SystemName } from './lib/clients.js'
 import { collectGarbage, cpuMicros, rssKiB, sleep } from './lib/proc.js'
+import { useTls } from './lib/raw-ws.js'
 
-export type Workload = 'W1' | 'W2' | 'W3' | 'W4' | 'W5'
+export type Workload = 'W1' | 'W2' | 'W3' | 'W4' | 'W5' | 'W6'
 
 export interface Job {
   workload: Workload
@@ -16,7 +17,7 @@ export interface Job {
   serverIsNode: boolean
   warmupMs: number
   durationMs: number
-  /** W1/W5: subscribers, payload bytes, saturation or fixed rate (messages/s). */
+  /** W1/W5/W6: subscribers, payload bytes, saturation or fixed rate (messages/s); W6 is W1 over TLS. */
   n?: number
   size?: number
   mode?: 'sat' | 'rate'
@@ -73,7 +74,7 @@ function cpuPercent (used: NodeJS.CpuUsage, elapsedMs: number): number {
   return elapsedMs <= 0 ? 0 : 100 * (used.user + used.system) / (elapsedMs * 1000)
 }
 
-/** W1 and W5: one publisher, `n` reading subscribers (and `slow` that never read), one channel. */
+/** W1, W5 and W6: one publisher, `n` reading subscribers (and `slow` that never read), one channel. */
 async function fanOut (job: Job): Promise<Measurement> {
   const connect = CONNECTORS[job.system]
   const n = job.n ?? 100
@@ -291,7 +292,8 @@ async function joinStorm (job: Job): Promise<Measurement> {
 }
 
 const job = JSON.parse(process.argv[2] ?? '{}') as Job
-const run = { W1: fanOut, W2: pingPong, W3: idle, W4: joinStorm, W5: fanOut }[job.workload]
+useTls(job.workload === 'W6')
+const run = { W1: fanOut, W2: pingPong, W3: idle, W4: joinStorm, W5: fanOut, W6: fanOut }[job.workload]
 const result = await run(job)
 process.stdout.write(`RESULT ${JSON.stringify(result)}\n`)
 process.exit(0)

@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W3] [--systems a,b] [--readme]
+// npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W6] [--systems a,b] [--readme]
 // npm run bench -- --render [--readme]
 // npm run bench -- --startup [--runs N] [--readme]   (bench/startup.ts)
 //
@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { CLUSTER_SYSTEMS, HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
-import { installed, startMlesCommand, startMosquitto, startNats, startRedisServer } from './lib/peers.js'
+import { benchCertificate, installed, startMlesCommand, startMlesTls, startMosquitto, startNats, startRedisServer, type BenchCertificate } from './lib/peers.js'
 import { aggregate, chart, generatorSaturated, paramsLabel, stat, table, tablesByWorkload, type Entry } from './lib/report.js'
 import type { Job, Measurement, Workload } from './generator.js'
 
@@ -95,8 +95,14 @@ if (args.readme === true) {
 const quick = args.quick ?? false
 const runs = args.runs === undefined ? (quick ? 1 : 3) : Number(args.runs)
 if (!Number.isInteger(runs) || runs < 1 || runs > 20) fail('--runs must be an integer from 1 to 20')
-const workloads = (args.workloads ?? 'W1,W2,W3,W4,W5').split(',') as Workload[]
-for (const workload of workloads) if (!['W1', 'W2', 'W3', 'W4', 'W5'].includes(workload)) fail(`unknown workload ${workload}`)
+let workloads = (args.workloads ?? 'W1,W2,W3,W4,W5,W6').split(',') as Workload[]
+for (const workload of workloads) if (!['W1', 'W2', 'W3', 'W4', 'W5', 'W6'].includes(workload)) fail(`unknown workload ${workload}`)
+/** W6's certificate, made once for the run (openssl). */
+const certificate: BenchCertificate | null = workloads.includes('W6') ? benchCertificate() : null
+if (workloads.includes('W6') && certificate === null) {
+  process.stderr.write('bench: openssl is not installed (or failed); skipping W6 (Debian: apt-get install openssl)\n')
+  workloads = workloads.filter((workload) => workload !== 'W6')
+}
 
 const peersWanted = args.peers ?? false
 const clusterWanted = args.cluster ?? false
@@ -117,8 +123,10 @@ systems = systems.filter((system) => {
   process.stderr.write(`bench: ${needed[0]} is not installed; skipping ${system} (Debian: apt-get install ${needed[1]})\n`)
   return false
 })
+/** Over TLS (W6): the `mles` command with its own certificate, the ws ceiling over https, nats-server's TLS WebSocket listener. */
+const TLS_SYSTEMS: ReadonlySet<SystemName> = new Set<SystemName>(['fastify-mles', 'ws-ceiling', 'nats'])
 /** The cluster systems take part in W2 only: the workload the workers target is about. */
-const systemsFor = (workload: Workload): SystemName[] => systems.filter((system) => workload === 'W2' || !CLUSTER_SYSTEMS.has(system))
+const systemsFor = (workload: Workload): SystemName[] => systems.filter((system) => workload === 'W6' ? TLS_SYSTEMS.has(system) : workload === 'W2' || !CLUSTER_SYSTEMS.has(system))
 
 const canPin = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0
 const serverPin = canPin ? ['taskset', '-c', '0'] : []
@@ -146,7 +154,8 @@ async function stopChild (child: ChildProcess): Promise<void> {
   clearTimeout(timer)
 }
 
-async function startServer (system: SystemName): Promise<RunningServer> {
+async function startServer (system: SystemName, workload: Workload): Promise<RunningServer> {
+  if (workload === 'W6') return await startTlsServer(system, certificate as BenchCertificate)
   if (system === 'socket.io-redis') {
     // Pinned like the other single-process servers; its Redis is not.
     const redis = await startRedisServer()
@@ -176,6 +185,20 @@ async function startServer (system: SystemName): Promise<RunningServer> {
   return await startNodeServer(system)
 }
 
+/** W6: each system serving TLS with the run's certificate, pinned like the others. */
+async function startTlsServer (system: SystemName, tls: BenchCertificate): Promise<RunningServer> {
+  if (system === 'fastify-mles') {
+    const { child, port } = await startMlesTls(join(projectRoot, 'dist', 'example-app', 'cli.js'), serverPin, tls)
+    return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
+  }
+  if (system === 'nats') {
+    const { child, port } = await startNats(serverPin, tls)
+    return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
+  }
+  if (system === 'ws-ceiling') return await startNodeServer(system, { MLES_BENCH_TLS_CERT: tls.cert, MLES_BENCH_TLS_KEY: tls.key })
+  throw new Error(`${system} has no TLS variant in the bench`)
+}
+
 /** One of the Node servers of bench/servers, started (pinned) and ready on its port. */
 async function startNodeServer (system: SystemName, env: Record<string, string> = {}): Promise<RunningServer> {
   const script = join(here, 'servers', `${system}.js`)
@@ -193,10 +216,16 @@ async function startNodeServer (system: SystemName, env: Record<string, string> 
   return { pid: child.pid as number, port, stop: async () => { await stopChild(child) } }
 }
 
+/** Whether the server is one of bench/servers (it collects garbage on SIGUSR2; the `mles` command and the peers are not). */
+function isBenchNodeServer (system: SystemName, workload: Workload): boolean {
+  if (workload === 'W6') return system === 'ws-ceiling'
+  return system !== 'mosquitto' && system !== 'nats' && (!CLUSTER_SYSTEMS.has(system) || system === 'socket.io-redis')
+}
+
 async function measure (system: SystemName, job: Omit<Job, 'system' | 'port' | 'serverPid' | 'serverIsNode'>): Promise<Measurement> {
-  const server = await startServer(system)
+  const server = await startServer(system, job.workload)
   try {
-    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: system !== 'mosquitto' && system !== 'nats' && (!CLUSTER_SYSTEMS.has(system) || system === 'socket.io-redis') }
+    const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: isBenchNodeServer(system, job.workload) }
     const command = [...generatorPin, process.execPath, join(here, 'generator.js'), JSON.stringify(full)]
     const generator = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
@@ -252,14 +281,14 @@ process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${runs} run(s) eac
   `${canPin ? 'server on core 0, generator on core 1' : 'no CPU pinning (needs 2 cores and taskset)'}\n`)
 
 for (const workload of workloads) {
-  if (workload === 'W1') {
+  if (workload === 'W1' || workload === 'W6') {
     for (const n of sizes.fanOutN) {
       for (const size of sizes.payloads) {
-        const saturated = await series(systemsFor('W1'), 'W1', { n, size, mode: 'sat' }, () => ({ workload, n, size, mode: 'sat', ...timing }))
+        const saturated = await series(systemsFor(workload), workload, { n, size, mode: 'sat' }, () => ({ workload, n, size, mode: 'sat', ...timing }))
         // The fixed rate is half of each system's own saturated rate, from this run.
         const maxRate = new Map([...saturated].map(([system, entry]) => [system, stat(entry, 'messages_per_s')?.median ?? 0]))
-        const rated = systemsFor('W1').filter((system) => (maxRate.get(system) ?? 0) > 0)
-        await series(rated, 'W1', { n, size, mode: 'rate' }, (system) => ({ workload, n, size, mode: 'rate', rate: Math.round((maxRate.get(system) ?? 0) / 2), ...timing }))
+        const rated = systemsFor(workload).filter((system) => (maxRate.get(system) ?? 0) > 0)
+        await series(rated, workload, { n, size, mode: 'rate' }, (system) => ({ workload, n, size, mode: 'rate', rate: Math.round((maxRate.get(system) ?? 0) / 2), ...timing }))
       }
     }
   } else if (workload === 'W2') {
@@ -302,6 +331,16 @@ const socketIo = find('socket.io', 'W1', w1)
 check('W1 sat throughput ≥ 10× socket.io', [ours, socketIo], ratio(dOurs, median(socketIo, 'deliveries_per_s')), (r) => r >= 10, (r) => `${r.toFixed(1)}×`)
 const nats = find('nats', 'W1', w1)
 check('W1 sat throughput ahead of nats-server', [ours, nats], ratio(dOurs, median(nats, 'deliveries_per_s')), (r) => r > 1, (r) => `${r.toFixed(2)}×`)
+// W6: the same fan-out over TLS, against the same ceiling over https and nats-server's TLS listener.
+for (const n of sizes.fanOutN) {
+  for (const size of sizes.payloads) {
+    const params = { n, size, mode: 'sat' }
+    const [mine, ceiling, natsTls] = [find('fastify-mles', 'W6', params), find('ws-ceiling', 'W6', params), find('nats', 'W6', params)]
+    const us = (entry: Entry | undefined): number | undefined => median(entry, 'server_us_per_delivery')
+    check(`W6 TLS sat N=${n} ${size} B: server µs/delivery ≤ 1.25× ws-ceiling over https`, [mine, ceiling], ratio(us(mine), us(ceiling)), (r) => r <= 1.25, (r) => `${r.toFixed(2)}×`)
+    check(`W6 TLS sat N=${n} ${size} B: server µs/delivery below nats-server's`, [mine, natsTls], ratio(us(mine), us(natsTls)), (r) => r < 1, (r) => `${r.toFixed(2)}×`)
+  }
+}
 const halfRate = find('fastify-mles', 'W1', { n: 100, size: 64, mode: 'rate' })
 check('W1 p99 ≤ 10 ms at 50 % of own max (N = 100, 64 B)', [halfRate], median(halfRate, 'p99_ms'), (v) => v <= 10, (v) => `${v.toFixed(2)} ms`)
 const w2 = { pairs: sizes.pairs }

@@ -59,8 +59,26 @@ export async function startMosquitto (pin: string[]): Promise<{ child: ChildProc
   return { child, port }
 }
 
-/** nats-server with a plain-text WebSocket listener on loopback. */
-export async function startNats (pin: string[]): Promise<{ child: ChildProcess, port: number }> {
+/** A TLS certificate and key for `localhost`, as file paths. */
+export interface BenchCertificate { cert: string, key: string }
+
+/**
+ * A self-signed certificate for W6, made once per bench run with openssl
+ * (P-256, as an ACME certificate would be by default); null when openssl is
+ * not installed.
+ */
+export function benchCertificate (): BenchCertificate | null {
+  if (!installed('openssl')) return null
+  const dir = mkdtempSync(join(tmpdir(), 'mles-bench-tls-'))
+  const cert = join(dir, 'cert.pem')
+  const key = join(dir, 'key.pem')
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost'], { stdio: 'ignore' })
+  return made.status === 0 ? { cert, key } : null
+}
+
+/** nats-server with a WebSocket listener on loopback: plain text, or TLS with `tls` (W6). */
+export async function startNats (pin: string[], tls: BenchCertificate | null = null): Promise<{ child: ChildProcess, port: number }> {
   const port = await freePort()
   const clientPort = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'mles-bench-nats-'))
@@ -70,7 +88,7 @@ export async function startNats (pin: string[]): Promise<{ child: ChildProcess, 
     'max_payload: 1048576',
     'websocket {',
     `  listen: "127.0.0.1:${port}"`,
-    '  no_tls: true',
+    ...(tls === null ? ['  no_tls: true'] : ['  tls {', `    cert_file: "${tls.cert}"`, `    key_file: "${tls.key}"`, '  }']),
     '  compression: false',
     '}',
     ''
@@ -103,6 +121,28 @@ export async function startMlesCommand (cli: string, redisPort: number, workers:
     child.stdout?.on('data', (chunk: Buffer) => {
       output += chunk.toString()
       const match = /serving http:\/\/localhost:(\d+)\//.exec(output)
+      if (match !== null) resolve(Number(match[1]))
+    })
+    child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })
+  })
+  return { child, port }
+}
+
+/**
+ * The `mles` command alone, serving TLS with its own certificate
+ * (`--tls-cert/--tls-key`), as W6 measures it; pinned like the other
+ * single-process servers, limits off.
+ */
+export async function startMlesTls (cli: string, pin: string[], tls: BenchCertificate): Promise<{ child: ChildProcess, port: number }> {
+  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
+  const command = [...pin, process.execPath, cli, '--tls-cert', tls.cert, '--tls-key', tls.key, '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', wwwroot,
+    '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0']
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
+  const port = await new Promise<number>((resolve, reject) => {
+    let output = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      const match = /serving https:\/\/localhost:(\d+)\//.exec(output)
       if (match !== null) resolve(Number(match[1]))
     })
     child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })

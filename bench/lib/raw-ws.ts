@@ -1,4 +1,5 @@
 import { connect, type Socket } from 'node:net'
+import { connect as connectTls } from 'node:tls'
 
 /**
  * A minimal WebSocket client for load generation: hand-made upgrade, frame
@@ -27,6 +28,12 @@ function corkForTurn (socket: Socket): void {
   }
 }
 
+/** Whether `open` speaks TLS (W6): set once per generator process, before any connection. */
+let secure = false
+export function useTls (on: boolean): void {
+  secure = on
+}
+
 const OP_CLOSE = 0x8
 const OP_PING = 0x9
 const OP_PONG = 0xa
@@ -41,15 +48,16 @@ export class RawWebSocket {
     socket.on('close', () => { this.closed = true })
   }
 
-  /** Opens `ws://127.0.0.1:port{path}`, offering `protocol` when given. */
+  /** Opens `ws://127.0.0.1:port{path}` (`wss://` after `useTls(true)`; the bench's own certificate, not verified), offering `protocol` when given. */
   static async open (port: number, path: string, protocol: string | null, onFrame: FrameHandler): Promise<RawWebSocket> {
-    const socket = connect({ port, host: '127.0.0.1', noDelay: true })
+    const tcp = connect({ port, host: '127.0.0.1', noDelay: true })
+    const socket: Socket = secure ? connectTls({ socket: tcp, servername: 'localhost', rejectUnauthorized: false }) : tcp
     return await new Promise<RawWebSocket>((resolve, reject) => {
       let head = Buffer.alloc(0)
       const timer = setTimeout(() => { socket.destroy(); reject(new Error(`upgrade to port ${port} timed out`)) }, 15_000)
       const fail = (error: Error): void => { clearTimeout(timer); reject(error) }
       socket.once('error', fail)
-      socket.once('connect', () => {
+      socket.once(secure ? 'secureConnect' : 'connect', () => {
         socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' +
           (protocol === null ? '' : `Sec-WebSocket-Protocol: ${protocol}\r\n`) + '\r\n')

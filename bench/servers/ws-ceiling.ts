@@ -1,7 +1,10 @@
 // Baseline: the Node ceiling for Mles fan-out on raw ws — each frame encoded once,
 // written to every recipient's socket, sockets corked per event-loop turn; history
 // kept pre-framed and replayed corked. No limits, no slow-consumer protection.
+// With MLES_BENCH_TLS_CERT and MLES_BENCH_TLS_KEY (W6), the same over https.
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
 import type { Socket } from 'node:net'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { serve } from './common.js'
@@ -37,7 +40,11 @@ function frameOf (data: Buffer, binary: boolean): Buffer {
   return frame
 }
 
-const server = createServer()
+const certFile = process.env.MLES_BENCH_TLS_CERT
+const keyFile = process.env.MLES_BENCH_TLS_KEY
+const server = certFile !== undefined && keyFile !== undefined
+  ? createTlsServer({ cert: readFileSync(certFile), key: readFileSync(keyFile) })
+  : createServer()
 const wss = new WebSocketServer({ server, perMessageDeflate: false, handleProtocols: (offered) => offered.has('mles-websocket') ? 'mles-websocket' : false })
 wss.on('connection', (ws: WebSocket) => {
   const member: Member = { socket: (ws as unknown as { _socket: Socket })._socket, corked: false }

@@ -7,8 +7,8 @@ import { fileURLToPath } from 'node:url'
 // the real generator and servers. Never asserts speed, only that the numbers exist.
 const root = fileURLToPath(new URL('../../', import.meta.url))
 
-async function startServer (system: string): Promise<{ port: number, pid: number, stop: () => void }> {
-  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', `bench/servers/${system}.ts`], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] })
+async function startServer (system: string, env: Record<string, string> = {}): Promise<{ port: number, pid: number, stop: () => void }> {
+  const child = spawn(process.execPath, ['--expose-gc', '--import', 'tsx', `bench/servers/${system}.ts`], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
   const port = await new Promise<number>((resolve, reject) => {
     let output = ''
     child.stdout.on('data', (chunk: Buffer) => {
@@ -52,6 +52,27 @@ for (const system of ['fastify-mles', 'ws-basic', 'ws-ceiling', 'socket.io']) {
     }
   })
 }
+
+test('bench smoke: W6 over TLS — the mles command with its own certificate, the ws ceiling over https', async () => {
+  const { benchCertificate, startMlesTls } = await import('../../bench/lib/peers.js')
+  const tls = benchCertificate()
+  assert.ok(tls !== null, 'openssl made a certificate')
+  const job = { workload: 'W6', n: 20, size: 64, mode: 'sat', warmupMs: 100, durationMs: 300 }
+  const ceiling = await startServer('ws-ceiling', { MLES_BENCH_TLS_CERT: tls.cert, MLES_BENCH_TLS_KEY: tls.key })
+  try {
+    const result = await generate({ ...job, system: 'ws-ceiling', port: ceiling.port, serverPid: ceiling.pid, serverIsNode: true })
+    assert.ok(result.deliveries_per_s > 0 && result.server_us_per_delivery > 0, JSON.stringify(result))
+  } finally {
+    ceiling.stop()
+  }
+  const mles = await startMlesTls(fileURLToPath(new URL('../../dist/example-app/cli.js', import.meta.url)), [], tls)
+  try {
+    const result = await generate({ ...job, system: 'fastify-mles', port: mles.port, serverPid: mles.child.pid, serverIsNode: false })
+    assert.ok(result.deliveries_per_s > 0 && result.server_us_per_delivery > 0, JSON.stringify(result))
+  } finally {
+    mles.child.kill('SIGTERM')
+  }
+})
 
 test('bench smoke: --startup packs, installs and measures both apps', async () => {
   const { runStartup } = await import('../../bench/startup.js')
