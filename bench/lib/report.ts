@@ -61,7 +61,8 @@ const WORKLOAD_TITLES: Record<string, string> = {
   W2: 'W2 ping-pong pairs',
   W3: 'W3 idle connections',
   W4: 'W4 join storm',
-  W5: 'W5 fan-out with 5 clients that never read'
+  W5: 'W5 fan-out with 5 clients that never read',
+  W6: 'W6 fan-out over TLS (W1 with wss://)'
 }
 
 /** One table per workload, each with the columns that apply to it. */
@@ -102,6 +103,7 @@ export function chart (entries: Entry[]): string {
     { title: 'W2 ping-pong pairs', unit: 'round trips/s', bars: entries.filter((e) => e.workload === 'W2').map((e) => ({ label: e.system, value: stat(e, 'round_trips_per_s')?.median ?? Number.NaN })), lowerIsBetter: false },
     { title: 'W3 idle connections', unit: 'KB per connection', bars: entries.filter((e) => e.workload === 'W3').map((e) => ({ label: e.system, value: stat(e, 'kb_per_conn')?.median ?? Number.NaN })), lowerIsBetter: true },
     { title: 'W4 join storm onto a 200-frame history', unit: 'joins/s', bars: entries.filter((e) => e.workload === 'W4').map((e) => ({ label: e.system, value: stat(e, 'joins_per_s')?.median ?? Number.NaN })), lowerIsBetter: false },
+    { title: 'W6 server CPU per delivery over TLS, 1 → 1000, 1 KiB, saturation', unit: 'µs', bars: pick('W6', { n: 1000, size: 1024, mode: 'sat' }, 'server_us_per_delivery'), lowerIsBetter: true },
     {
       title: 'W5 with 5 clients that never read: server RSS growth',
       unit: 'MB',
