@@ -1,6 +1,7 @@
 // npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W6] [--systems a,b] [--readme]
 // npm run bench -- --render [--readme]
 // npm run bench -- --startup [--runs N] [--readme]   (bench/startup.ts)
+// npm run bench -- --storm [--members N] [--channels N] [--scenarios restart,…]   (bench/storm.ts, W8)
 //
 // Starts each server fresh for every measurement on one core and the load
 // generator on another (taskset), runs the workloads, and reports medians of
@@ -33,7 +34,11 @@ const { values: args } = parseArgs({
     systems: { type: 'string' },
     readme: { type: 'boolean', default: false },
     render: { type: 'boolean', default: false },
-    startup: { type: 'boolean', default: false }
+    startup: { type: 'boolean', default: false },
+    storm: { type: 'boolean', default: false },
+    members: { type: 'string' },
+    channels: { type: 'string' },
+    scenarios: { type: 'string' }
   }
 })
 
@@ -69,6 +74,28 @@ if (args.startup === true) {
   const { runStartup } = await import('./startup.js')
   runStartup({ projectRoot, runs: startupRuns, readme: args.readme === true })
   process.exit(0)
+}
+
+// W8, the reconnect storm: its own harness (many MlesClient members in this process).
+if (args.storm === true) {
+  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'readme', 'runs', 'startup'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  if (other.length > 0) fail(`--storm takes only --members, --channels and --scenarios, not ${other.map((name) => `--${name}`).join(', ')}`)
+  // The members run in this process: on core 1, away from the server on core 0, where the machine allows.
+  if (process.env.MLES_STORM_PINNED === undefined && availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0) {
+    const again = spawnSync('taskset', ['-c', '1', process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, MLES_STORM_PINNED: '1' } })
+    process.exit(again.status ?? 1)
+  }
+  const { runStorm, STORM_SCENARIOS, stormTable } = await import('./storm.js')
+  const members = args.members === undefined ? 15_000 : Number(args.members)
+  const channels = args.channels === undefined ? 1000 : Number(args.channels)
+  if (!Number.isInteger(members) || members < 1 || members > 19_000) fail('--members must be an integer from 1 to 19000 (one process holds them, 20,000 open files)')
+  if (!Number.isInteger(channels) || channels < 1 || channels > members) fail('--channels must be an integer from 1 to --members')
+  const scenarios = (args.scenarios ?? STORM_SCENARIOS.join(',')).split(',')
+  for (const scenario of scenarios) if (!(STORM_SCENARIOS as string[]).includes(scenario)) fail(`unknown scenario ${scenario}; known: ${STORM_SCENARIOS.join(', ')}`)
+  const results = await runStorm({ projectRoot, members, channels, history: 200, scenarios: scenarios as typeof STORM_SCENARIOS })
+  process.stdout.write(stormTable(results, { date: new Date().toISOString(), cores: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version }) + '\n')
+  process.stderr.write('bench: --storm: wrote bench/results/storm.json and storm.md\n')
+  process.exit(results.every((result) => result.all_back_ms !== null) ? 0 : 1)
 }
 
 // Re-publishing saved results needs nothing but the saved file: no servers, peers or pinning.

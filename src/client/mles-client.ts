@@ -75,6 +75,13 @@ export interface MlesClientOptions {
   resyncLimit?: number
   /** The replay is taken as complete after this long without a frame. Default 500 ms. */
   resyncQuietMs?: number
+  /**
+   * A connection attempt not open within this long is given up (close 1006
+   * "connection timed out") and, with `reconnect`, tried again: a server that
+   * takes the TCP connection but never answers the upgrade (overloaded, or
+   * shutting down) cannot hold the client forever. Default 10 000 ms; 0 = none.
+   */
+  connectTimeoutMs?: number
   /** WebSocket implementation; default: `ws` in Node, the global one in browsers. */
   WebSocket?: WebSocketFactory
   /** Node only: options for `ws`, e.g. `{ ca }` or `{ rejectUnauthorized: false }`. */
@@ -105,6 +112,7 @@ function isPermanentRefusal (code: number, reason: string): boolean {
 }
 
 const DEFAULT_DEDUP = 40_000
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000
 const MAX_QUEUED = 10_000
 const textDecoder = new TextDecoder()
 
@@ -211,7 +219,17 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
     socket.binaryType = 'arraybuffer'
     this.socket = socket
     const reconnecting = this.everOpened
+    const timeoutMs = this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS
+    const connectTimer = timeoutMs > 0
+      ? setTimeout(() => {
+        if (this.socket !== socket) return
+        // Closed here, so its own close event (whenever it comes) finds it replaced and is ignored.
+        this.closed(socket, 1006, 'connection timed out')
+        try { socket.close() } catch {}
+      }, timeoutMs)
+      : null
     socket.onopen = () => {
+      if (connectTimer !== null) clearTimeout(connectTimer)
       socket.send(this.joinFrame)
       this.everOpened = true
       this.attempts = 0
@@ -226,7 +244,10 @@ export class MlesClient extends TypedEmitter<MlesClientEvents> {
       const error = event.error instanceof Error ? event.error : new Error(event.message ?? 'WebSocket error')
       if (this.listenerCount('error') > 0) this.emit('error', error)
     }
-    socket.onclose = (event) => { this.closed(socket, event.code, event.reason) }
+    socket.onclose = (event) => {
+      if (connectTimer !== null) clearTimeout(connectTimer)
+      this.closed(socket, event.code, event.reason)
+    }
   }
 
   private receive (raw: unknown): void {

@@ -74,6 +74,28 @@ test('bench smoke: W6 over TLS — the mles command with its own certificate, th
   }
 })
 
+test('bench smoke: --storm (W8) brings every member back, with its replay, after each way the server goes away', { timeout: 180_000 }, async () => {
+  const { runStorm, STORM_SCENARIOS } = await import('../../bench/storm.js')
+  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const resultsDir = mkdtempSync(join(tmpdir(), 'mles-storm-results-'))
+  try {
+    const results = await runStorm({ projectRoot: root, members: 40, channels: 4, history: 20, scenarios: STORM_SCENARIOS, resultsDir, quiet: true, timeoutMs: 30_000 })
+    assert.deepEqual(results.map((result) => result.scenario), ['restart', 'restart-history-dir', 'workers-sigusr2'])
+    for (const result of results) {
+      assert.ok(result.all_back_ms !== null && result.all_back_ms > 0, `${result.scenario}: ${JSON.stringify(result)}`)
+      assert.equal(result.back, 40, result.scenario)
+      assert.equal(result.give_ups, 0, result.scenario)
+      assert.equal(result.short_replays, 0, `${result.scenario}: every member's replay again has the 20 frames`)
+      assert.ok(result.peak_rss_mb > 10, result.scenario)
+    }
+    assert.match(readFileSync(join(resultsDir, 'storm.md'), 'utf8'), /\| `--workers 2 --redis`, SIGUSR2 \| \d+\.\d\d s \|/)
+  } finally {
+    rmSync(resultsDir, { recursive: true, force: true })
+  }
+})
+
 test('bench smoke: --startup packs, installs and measures both apps', async () => {
   const { runStartup } = await import('../../bench/startup.js')
   const { mkdtempSync, readFileSync, rmSync } = await import('node:fs')

@@ -159,6 +159,31 @@ test('no server: ready rejects when reconnecting is off', async () => {
   assert.equal(client.state, 'closed')
 })
 
+test('a server that takes the connection but never answers the upgrade: the attempt times out (connectTimeoutMs), is tried again, and a client without reconnect gives up', async () => {
+  const { createServer } = await import('node:net')
+  const held: Array<import('node:net').Socket> = []
+  const silent = createServer((socket) => { held.push(socket) })
+  await new Promise<void>((resolve) => { silent.listen(0, '127.0.0.1', resolve) })
+  const url = `ws://127.0.0.1:${(silent.address() as { port: number }).port}/`
+  try {
+    const client = new MlesClient(url, { uid: 'u', channel: 'c', connectTimeoutMs: 200, reconnect: { minDelayMs: 20, maxDelayMs: 20 } })
+    client.on('error', () => {})
+    const closes: Array<{ code: number, reason: string, willReconnect: boolean }> = []
+    client.on('close', (event) => { closes.push(event) })
+    await waitFor(() => closes.length >= 2, 'two attempts timed out', 3000)
+    assert.deepEqual(closes[0], { code: 1006, reason: 'connection timed out', willReconnect: true })
+    assert.ok(held.length >= 2, 'and each was a new connection')
+    await client.close()
+    const once = new MlesClient(url, { uid: 'u', channel: 'c', connectTimeoutMs: 200, reconnect: false })
+    once.on('error', () => {})
+    await assert.rejects(once.ready, /closed before joining \(1006 connection timed out\)/)
+    assert.equal(once.state, 'closed')
+  } finally {
+    for (const socket of held) socket.destroy()
+    await new Promise<void>((resolve) => { silent.close(() => { resolve() }) })
+  }
+})
+
 test('a join refused by the server\'s authorize is not retried; close() in a close listener stops a reconnect', async () => {
   let attempts = 0
   const { app, url } = await startMles({

@@ -1,0 +1,325 @@
+// npm run bench -- --storm [--members N] [--readme-free: results in bench/results/storm.{json,md}]
+//
+// W8, the reconnect storm: `members` MlesClient instances (default reconnect
+// backoff and jitter; deduplication off, so that each can count its replay)
+// on `channels` channels holding `history` frames each. The server then goes
+// away under them, and the time until every member is back with its replay
+// complete is measured, with failures, give-ups and the server's peak RSS:
+//
+// - restart: the `mles` command stopped (SIGTERM) and started again on the
+//   same port, empty: a member is back once it is open again;
+// - restart with --history-dir: the same, the history on disk, so every
+//   member must also have its full replay (`history` frames) again;
+// - --workers 2 --redis, SIGUSR2: the workers replaced one at a time, the
+//   history in Redis; every member must have been cut, be open again, and
+//   have its full replay.
+//
+// The server is pinned to core 0 (the members run in this process, on the
+// other core, where they can); a single-process server, like the workers, is
+// the `mles` command as an operator runs it, limits off.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { availableParallelism, cpus, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { MlesClient } from 'fastify-mles/client'
+import { freePort, startRedisServer } from './lib/peers.js'
+import { cpuMicros, rssKiB, sleep } from './lib/proc.js'
+
+export type StormScenario = 'restart' | 'restart-history-dir' | 'workers-sigusr2'
+export const STORM_SCENARIOS: StormScenario[] = ['restart', 'restart-history-dir', 'workers-sigusr2']
+
+export interface StormOptions {
+  projectRoot: string
+  members: number
+  channels: number
+  /** Frames each channel holds before the storm (and the server's history limit). */
+  history: number
+  scenarios: StormScenario[]
+  /** How long to wait for every member to be back before calling the run failed. */
+  timeoutMs?: number
+  /** Where storm.json and storm.md go; default bench/results. */
+  resultsDir?: string
+  /** Progress lines on stderr. */
+  quiet?: boolean
+}
+
+export interface StormResult {
+  scenario: StormScenario
+  members: number
+  channels: number
+  history: number
+  /** From the signal (SIGTERM, SIGUSR2) until every member was back with its replay complete; null if not within the timeout. */
+  all_back_ms: number | null
+  /** From the signal until the restarted server served again (restart scenarios). */
+  server_back_ms: number | null
+  /** Of that: from SIGTERM until the old server had exited (closing its members with 1001), and from starting the new one until it served. */
+  stop_ms: number | null
+  start_ms: number | null
+  /** Members back within the timeout. */
+  back: number
+  /** Closes after the signal other than the storm itself (1001 going away) and attempts on a server not listening yet (1006): joins the server refused or cut. */
+  failures: number
+  /** Reconnection attempts after the signal beyond one per member (the server was not listening yet, or cut the member again). */
+  retries: number
+  /** Members whose client gave up (a close without a reconnect). */
+  give_ups: number
+  /** Members whose replay after coming back was not exactly `history` frames (history-dir and workers scenarios). */
+  short_replays: number
+  peak_rss_mb: number
+  /** CPU the server used (all its processes, for the old one only what it used until it exited) from the signal until all were back, in seconds. */
+  server_cpu_s: number
+  /** The members' own process (one core) over that time, in % of a core: near 100, the clients set the pace, not the server. */
+  members_cpu_pct: number
+  /** Whether the target held: all back within 10 s, no failures, no give-up. */
+  met: boolean
+}
+
+const TARGET_MS = 10_000
+const CONNECT_CONCURRENCY = 200
+
+interface Member {
+  client: MlesClient
+  /** Frames since the last open. */
+  frames: number
+  opens: number
+  /** Opens after the signal. */
+  reopened: number
+  closesAfterSignal: number
+  /** Reconnections scheduled after the signal. */
+  attempts: number
+  gaveUp: boolean
+}
+
+interface Server {
+  child: ChildProcess
+  port: number
+}
+
+function progress (options: StormOptions, line: string): void {
+  if (options.quiet !== true) process.stderr.write(`bench: --storm: ${line}\n`)
+}
+
+const pin = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0 ? ['taskset', '-c', '0'] : []
+
+/** Starts the `mles` command on `port` and resolves once it serves. */
+async function startMles (projectRoot: string, port: number, history: number, extra: string[]): Promise<Server> {
+  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-storm-www-'))
+  // Workers are there to use both cores: not pinned.
+  const command = [...(extra.includes('--workers') ? [] : pin), process.execPath, join(projectRoot, 'dist', 'example-app', 'cli.js'), '--no-tls', '--host', '127.0.0.1', '--port', String(port),
+    '-d', 'localhost', '-w', wwwroot, '--limit', String(history), '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0', ...extra]
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
+  await new Promise<void>((resolve, reject) => {
+    let output = ''
+    child.stdout?.on('data', (chunk: Buffer) => {
+      output += chunk.toString()
+      if (output.includes('mles: serving ')) resolve()
+    })
+    child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })
+  })
+  return { child, port }
+}
+
+async function stop (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve() }))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)
+  await exited
+  clearTimeout(timer)
+}
+
+async function inBatches<T> (count: number, make: (index: number) => Promise<T>): Promise<T[]> {
+  const made: T[] = new Array(count)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      const index = next++
+      made[index] = await make(index)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(CONNECT_CONCURRENCY, count) }, worker))
+  return made
+}
+
+/** Fills every channel with `history` frames from one short-lived client each. */
+async function fill (url: string, options: StormOptions): Promise<void> {
+  await inBatches(options.channels, async (c) => {
+    const filler = new MlesClient(url, { uid: 'filler', channel: `c${c}`, dedup: 0, reconnect: false })
+    await filler.ready
+    // The server holds frames that come before the join is through (with --redis, the uid lease and the
+    // channel's first read); a client that closes before then loses them. So: joined first, then the frames.
+    await sleep(300)
+    for (let i = 0; i < options.history; i++) filler.send(`c${c} frame ${i}`)
+    while (filler.bufferedAmount > 0) await sleep(5)
+    await sleep(300)
+    await filler.close()
+  })
+}
+
+async function waitUntil (condition: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  while (!condition()) {
+    if (Date.now() > deadline) return false
+    await sleep(20)
+  }
+  return true
+}
+
+/** One scenario, from an empty server to the members back after the storm. */
+async function runScenario (scenario: StormScenario, options: StormOptions): Promise<StormResult> {
+  const timeoutMs = options.timeoutMs ?? 60_000
+  const port = await freePort()
+  const historyDir = scenario === 'restart-history-dir' ? mkdtempSync(join(tmpdir(), 'mles-storm-history-')) : null
+  const redis = scenario === 'workers-sigusr2' ? await startRedisServer() : null
+  const extra = historyDir !== null
+    ? ['--history-dir', historyDir]
+    : redis !== null ? ['--redis', `redis://127.0.0.1:${redis.port}`, '--workers', '2'] : []
+  let server = await startMles(options.projectRoot, port, options.history, extra)
+  const url = `ws://127.0.0.1:${port}/`
+  const members: Member[] = []
+  let signalled = false
+  let failures = 0
+  const failureCodes = new Map<number, number>()
+  try {
+    progress(options, `${scenario}: filling ${options.channels} channels with ${options.history} frames`)
+    await fill(url, options)
+    progress(options, `${scenario}: joining ${options.members} members`)
+    await inBatches(options.members, async (i) => {
+      const member: Member = { client: new MlesClient(url, { uid: `m${i}`, channel: `c${i % options.channels}`, dedup: 0 }), frames: 0, opens: 0, reopened: 0, closesAfterSignal: 0, attempts: 0, gaveUp: false }
+      const { client } = member
+      const count = (): void => { member.frames++ }
+      client.on('message', count)
+      client.on('join', count)
+      client.on('open', () => {
+        member.frames = 0
+        member.opens++
+        if (signalled) member.reopened++
+      })
+      client.on('close', ({ code, willReconnect }) => {
+        if (signalled) {
+          member.closesAfterSignal++
+          if (code !== 1001 && code !== 1006) {
+            failures++
+            failureCodes.set(code, (failureCodes.get(code) ?? 0) + 1)
+          }
+        }
+        if (!willReconnect) member.gaveUp = true
+      })
+      client.on('reconnecting', () => { if (signalled) member.attempts++ })
+      client.on('error', () => {})
+      members.push(member)
+      await client.ready
+    })
+    // Each member's first replay: the channel's history as it joined (at least `history` frames stored by then).
+    if (!await waitUntil(() => members.every((member) => member.frames >= options.history), timeoutMs)) {
+      const short = members.filter((member) => member.frames < options.history)
+      throw new Error(`${short.length} members did not get their first replay of ${options.history} frames (e.g. ${short[0]?.client.uid} in ${short[0]?.client.channel}: ${short[0]?.frames})`)
+    }
+    await sleep(500)
+
+    let peakKiB = 0
+    // CPU of the server processes as last seen: the old one's until it exits, then the new one's.
+    let serverCpuBefore = cpuMicros(server.child.pid as number)
+    let serverCpuSeen = 0
+    const sampleCpu = (): void => {
+      const now = cpuMicros(server.child.pid as number)
+      if (now > 0) serverCpuSeen = now
+    }
+    const sampler = setInterval(() => {
+      peakKiB = Math.max(peakKiB, rssKiB(server.child.pid as number))
+      sampleCpu()
+    }, 50)
+    const ownCpuBefore = process.cpuUsage()
+    const started = Date.now()
+    let serverBackMs: number | null = null
+    let stopMs: number | null = null
+    let startMs: number | null = null
+    signalled = true
+    progress(options, `${scenario}: ${scenario === 'workers-sigusr2' ? 'SIGUSR2' : 'restarting the server'}`)
+    if (scenario === 'workers-sigusr2') {
+      server.child.kill('SIGUSR2')
+    } else {
+      sampleCpu()
+      const oldServerCpu = serverCpuSeen - serverCpuBefore
+      await stop(server.child)
+      stopMs = Date.now() - started
+      server = await startMles(options.projectRoot, port, options.history, extra)
+      serverBackMs = Date.now() - started
+      startMs = serverBackMs - stopMs
+      // The new server's CPU counts from zero; the old one's up to its last sample.
+      serverCpuBefore = -oldServerCpu
+      serverCpuSeen = 0
+    }
+    // Restarted empty, a member's replay is whatever rejoined before it: open again is all it can be.
+    const needsReplay = scenario !== 'restart'
+    const isBack = (member: Member): boolean => member.reopened > 0 && member.client.state === 'open' && (!needsReplay || member.frames >= options.history)
+    const allBack = await waitUntil(() => members.every(isBack) || members.every((member) => isBack(member) || member.gaveUp), timeoutMs)
+    const allBackMs = allBack && members.every(isBack) ? Date.now() - started : null
+    sampleCpu()
+    const serverCpuS = (serverCpuSeen - serverCpuBefore) / 1e6
+    const ownCpu = process.cpuUsage(ownCpuBefore)
+    const membersCpuPct = 100 * (ownCpu.user + ownCpu.system) / 1000 / Math.max(1, Date.now() - started)
+    await sleep(200)
+    clearInterval(sampler)
+    if (failureCodes.size > 0) progress(options, `${scenario}: closes by code after the signal: ${JSON.stringify(Object.fromEntries(failureCodes))}`)
+    const short = members.filter((member) => member.reopened > 0 && needsReplay && member.frames !== options.history)
+    if (short.length > 0) progress(options, `${scenario}: replays of other than ${options.history} frames: ${short.slice(0, 10).map((member) => `${member.client.uid}@${member.client.channel}=${member.frames} (opened ${member.reopened}×, ${member.client.state})`).join(', ')}`)
+    const notBack = members.filter((member) => !isBack(member) && member.reopened === 0)
+    if (notBack.length > 0) progress(options, `${scenario}: never reopened: ${notBack.length} (${notBack.slice(0, 5).map((member) => `${member.client.uid} ${member.client.state}`).join(', ')})`)
+    const result: StormResult = {
+      scenario,
+      members: options.members,
+      channels: options.channels,
+      history: options.history,
+      all_back_ms: allBackMs,
+      server_back_ms: serverBackMs,
+      stop_ms: stopMs,
+      start_ms: startMs,
+      back: members.filter(isBack).length,
+      failures,
+      retries: members.reduce((sum, member) => sum + Math.max(0, member.attempts - 1), 0),
+      give_ups: members.filter((member) => member.gaveUp).length,
+      short_replays: needsReplay ? members.filter((member) => member.reopened > 0 && member.frames !== options.history).length : 0,
+      peak_rss_mb: peakKiB / 1024,
+      server_cpu_s: serverCpuS,
+      members_cpu_pct: membersCpuPct,
+      met: false
+    }
+    result.met = result.all_back_ms !== null && result.all_back_ms <= TARGET_MS && result.failures === 0 && result.give_ups === 0 && result.short_replays === 0
+    progress(options, `${scenario}: ${JSON.stringify(result)}`)
+    return result
+  } finally {
+    signalled = false
+    await Promise.allSettled(members.map(async (member) => { await member.client.close() }))
+    await stop(server.child)
+    if (redis !== null) await stop(redis.child)
+    if (historyDir !== null) rmSync(historyDir, { recursive: true, force: true })
+  }
+}
+
+/** Runs the scenarios in turn and writes storm.json and storm.md. */
+export async function runStorm (options: StormOptions): Promise<StormResult[]> {
+  const results: StormResult[] = []
+  for (const scenario of options.scenarios) results.push(await runScenario(scenario, options))
+  const resultsDir = options.resultsDir ?? join(options.projectRoot, 'bench', 'results')
+  mkdirSync(resultsDir, { recursive: true })
+  const meta = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version, pinned: pin.length > 0 }
+  writeFileSync(join(resultsDir, 'storm.json'), JSON.stringify({ results, meta }, null, 2) + '\n')
+  writeFileSync(join(resultsDir, 'storm.md'), stormTable(results, meta) + '\n')
+  return results
+}
+
+const SCENARIO_LABELS: Record<StormScenario, string> = {
+  restart: 'stop and start (empty)',
+  'restart-history-dir': 'stop and start, `--history-dir`',
+  'workers-sigusr2': '`--workers 2 --redis`, SIGUSR2'
+}
+
+export function stormTable (results: StormResult[], meta: { date: string, cores: number, cpu: string, node: string }): string {
+  const first = results[0]
+  const head = first === undefined
+    ? ''
+    : `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}: ${first.members} members (MlesClient, default reconnect backoff and jitter) on ${first.channels} channels of ${first.history} frames (\`npm run bench -- --storm\`).\n\n`
+  return head + '| server goes away by | all back | server serving again (stop + start) | back | failures | retries | give-ups | short replays | peak server RSS | server CPU | members process CPU | target (all back ≤ 10 s, no failure, no give-up) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+    results.map((r) => `| ${SCENARIO_LABELS[r.scenario]} | ${r.all_back_ms === null ? 'not within the timeout' : `${(r.all_back_ms / 1000).toFixed(2)} s`} | ${r.server_back_ms === null ? '—' : `${(r.server_back_ms / 1000).toFixed(2)} s (${((r.stop_ms ?? 0) / 1000).toFixed(2)} + ${((r.start_ms ?? 0) / 1000).toFixed(2)})`} | ${r.back} of ${r.members} | ${r.failures} | ${r.retries} | ${r.give_ups} | ${r.short_replays} | ${r.peak_rss_mb.toFixed(0)} MB | ${r.server_cpu_s.toFixed(1)} s | ${r.members_cpu_pct.toFixed(0)} % | ${r.met ? 'met' : 'missed'} |`).join('\n')
+}
