@@ -23,7 +23,7 @@ import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MlesClient } from 'fastify-mles/client'
 import { freePort, startRedisServer } from './lib/peers.js'
-import { cpuMicros, rssKiB, sleep } from './lib/proc.js'
+import { cpuMicrosByProcess, rssKiB, sleep } from './lib/proc.js'
 
 export type StormScenario = 'restart' | 'restart-history-dir' | 'workers-sigusr2'
 export const STORM_SCENARIOS: StormScenario[] = ['restart', 'restart-history-dir', 'workers-sigusr2']
@@ -218,13 +218,10 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
     await sleep(500)
 
     let peakKiB = 0
-    // CPU of the server processes as last seen: the old one's until it exits, then the new one's.
-    let serverCpuBefore = cpuMicros(server.child.pid as number)
-    let serverCpuSeen = 0
-    const sampleCpu = (): void => {
-      const now = cpuMicros(server.child.pid as number)
-      if (now > 0) serverCpuSeen = now
-    }
+    // Every server process's CPU as last seen (workers come and go, the old server exits): the sum of what each used since the signal.
+    const cpuAtSignal = cpuMicrosByProcess(server.child.pid as number)
+    const cpuSeen = new Map<number, number>()
+    const sampleCpu = (): void => { cpuMicrosByProcess(server.child.pid as number, cpuSeen) }
     const sampler = setInterval(() => {
       peakKiB = Math.max(peakKiB, rssKiB(server.child.pid as number))
       sampleCpu()
@@ -240,15 +237,11 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
       server.child.kill('SIGUSR2')
     } else {
       sampleCpu()
-      const oldServerCpu = serverCpuSeen - serverCpuBefore
       await stop(server.child)
       stopMs = Date.now() - started
       server = await startMles(options.projectRoot, port, options.history, extra)
       serverBackMs = Date.now() - started
       startMs = serverBackMs - stopMs
-      // The new server's CPU counts from zero; the old one's up to its last sample.
-      serverCpuBefore = -oldServerCpu
-      serverCpuSeen = 0
     }
     // Restarted empty, a member's replay is whatever rejoined before it: open again is all it can be.
     const needsReplay = scenario !== 'restart'
@@ -256,7 +249,9 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
     const allBack = await waitUntil(() => members.every(isBack) || members.every((member) => isBack(member) || member.gaveUp), timeoutMs)
     const allBackMs = allBack && members.every(isBack) ? Date.now() - started : null
     sampleCpu()
-    const serverCpuS = (serverCpuSeen - serverCpuBefore) / 1e6
+    let serverCpuMicros = 0
+    for (const [pid, micros] of cpuSeen) serverCpuMicros += micros - (cpuAtSignal.get(pid) ?? 0)
+    const serverCpuS = serverCpuMicros / 1e6
     const ownCpu = process.cpuUsage(ownCpuBefore)
     const membersCpuPct = 100 * (ownCpu.user + ownCpu.system) / 1000 / Math.max(1, Date.now() - started)
     await sleep(200)

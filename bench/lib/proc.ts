@@ -15,6 +15,20 @@ function childrenOf (pid: number): number[] {
   return children
 }
 
+/** User + system CPU time of a process and of each of its live descendants, by pid, in microseconds (each process's own, not summed). */
+export function cpuMicrosByProcess (pid: number, into = new Map<number, number>()): Map<number, number> {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1')
+  } catch {
+    return into
+  }
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  into.set(pid, (Number(fields[11]) + Number(fields[12])) * TICK_US)
+  for (const child of childrenOf(pid)) cpuMicrosByProcess(child, into)
+  return into
+}
+
 /** User + system CPU time of a process (all its threads) and its live descendants (workers), in microseconds. */
 export function cpuMicros (pid: number): number {
   let stat: string
