@@ -19,7 +19,7 @@
 // the `mles` command as an operator runs it, limits off.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { availableParallelism, cpus, tmpdir } from 'node:os'
+import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MlesClient } from 'fastify-mles/client'
 import { freePort, startRedisServer } from './lib/peers.js'
@@ -99,13 +99,18 @@ function progress (options: StormOptions, line: string): void {
   if (options.quiet !== true) process.stderr.write(`bench: --storm: ${line}\n`)
 }
 
-const pin = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0 ? ['taskset', '-c', '0'] : []
+// The machine's cores, not this process's (it may run pinned to one, by run.ts): a child inherits the
+// parent's affinity, so the server is placed explicitly — core 0, or every core for the workers.
+const cores = cpus().length
+const canPin = cores >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0
+const pin = canPin ? ['taskset', '-c', '0'] : []
+const everyCore = canPin ? ['taskset', '-c', `0-${cores - 1}`] : []
 
 /** Starts the `mles` command on `port` and resolves once it serves. */
 async function startMles (projectRoot: string, port: number, history: number, extra: string[]): Promise<Server> {
   const wwwroot = mkdtempSync(join(tmpdir(), 'mles-storm-www-'))
-  // Workers are there to use both cores: not pinned.
-  const command = [...(extra.includes('--workers') ? [] : pin), process.execPath, join(projectRoot, 'dist', 'example-app', 'cli.js'), '--no-tls', '--host', '127.0.0.1', '--port', String(port),
+  // Workers are there to use every core.
+  const command = [...(extra.includes('--workers') ? everyCore : pin), process.execPath, join(projectRoot, 'dist', 'example-app', 'cli.js'), '--no-tls', '--host', '127.0.0.1', '--port', String(port),
     '-d', 'localhost', '-w', wwwroot, '--limit', String(history), '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0', ...extra]
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
   await new Promise<void>((resolve, reject) => {
@@ -298,7 +303,7 @@ export async function runStorm (options: StormOptions): Promise<StormResult[]> {
   for (const scenario of options.scenarios) results.push(await runScenario(scenario, options))
   const resultsDir = options.resultsDir ?? join(options.projectRoot, 'bench', 'results')
   mkdirSync(resultsDir, { recursive: true })
-  const meta = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version, pinned: pin.length > 0 }
+  const meta = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? 'unknown', cores, node: process.version, pinned: pin.length > 0 }
   writeFileSync(join(resultsDir, 'storm.json'), JSON.stringify({ results, meta }, null, 2) + '\n')
   writeFileSync(join(resultsDir, 'storm.md'), stormTable(results, meta) + '\n')
   return results
