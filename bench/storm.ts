@@ -306,6 +306,7 @@ export async function runStorm (options: StormOptions): Promise<StormResult[]> {
   const meta = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? 'unknown', cores, node: process.version, pinned: pin.length > 0 }
   writeFileSync(join(resultsDir, 'storm.json'), JSON.stringify({ results, meta }, null, 2) + '\n')
   writeFileSync(join(resultsDir, 'storm.md'), stormTable(results, meta) + '\n')
+  writeFileSync(join(resultsDir, 'storm.svg'), stormChart(results))
   return results
 }
 
@@ -322,4 +323,28 @@ export function stormTable (results: StormResult[], meta: { date: string, cores:
     : `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}: ${first.members} members (MlesClient, default reconnect backoff and jitter) on ${first.channels} channels of ${first.history} frames (\`npm run bench -- --storm\`).\n\n`
   return head + '| server goes away by | all back | server serving again (stop + start) | back | failures | retries | give-ups | short replays | peak server RSS | server CPU | members process CPU | target (all back ≤ 10 s, no failure, no give-up) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
     results.map((r) => `| ${SCENARIO_LABELS[r.scenario]} | ${r.all_back_ms === null ? 'not within the timeout' : `${(r.all_back_ms / 1000).toFixed(2)} s`} | ${r.server_back_ms === null ? '—' : `${(r.server_back_ms / 1000).toFixed(2)} s (${((r.stop_ms ?? 0) / 1000).toFixed(2)} + ${((r.start_ms ?? 0) / 1000).toFixed(2)})`} | ${r.back} of ${r.members} | ${r.failures} | ${r.retries} | ${r.give_ups} | ${r.short_replays} | ${r.peak_rss_mb.toFixed(0)} MB | ${r.server_cpu_s.toFixed(1)} s | ${r.members_cpu_pct.toFixed(0)} % | ${r.met ? 'met' : 'missed'} |`).join('\n')
+}
+
+/** Time until all were back, per scenario, against the 10 s target (a dashed line); a run that timed out is drawn to the timeout, red. */
+export function stormChart (results: StormResult[]): string {
+  const width = 640
+  const labelWidth = 230
+  const barHeight = 22
+  const longest = Math.max(TARGET_MS * 1.2, ...results.map((r) => r.all_back_ms ?? 0))
+  const scale = (ms: number): number => (width - labelWidth - 80) * ms / longest
+  const parts: string[] = [`<text x="10" y="24" font-weight="bold">W8 reconnect storm: all ${results[0]?.members ?? 0} members back, with their replay — seconds (lower is better)</text>`]
+  let y = 40
+  for (const result of results) {
+    const ms = result.all_back_ms ?? longest
+    const label = SCENARIO_LABELS[result.scenario].replace(/`/g, '')
+    parts.push(`<text x="10" y="${y + 15}">${label.replace(/&/g, '&amp;').replace(/</g, '&lt;')}</text>`)
+    parts.push(`<rect x="${labelWidth}" y="${y}" width="${scale(ms).toFixed(1)}" height="${barHeight - 6}" fill="${result.met ? '#2b7a3d' : result.all_back_ms === null ? '#c0392b' : '#e67e22'}"/>`)
+    parts.push(`<text x="${(labelWidth + scale(ms) + 6).toFixed(1)}" y="${y + 15}">${result.all_back_ms === null ? 'not back' : (ms / 1000).toFixed(1) + ' s'}</text>`)
+    y += barHeight
+  }
+  const target = labelWidth + scale(TARGET_MS)
+  parts.push(`<line x1="${target.toFixed(1)}" y1="34" x2="${target.toFixed(1)}" y2="${y}" stroke="#333" stroke-dasharray="4 3"/>`)
+  parts.push(`<text x="${(target + 4).toFixed(1)}" y="${y + 14}">target 10 s</text>`)
+  y += 24
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${y}" font-family="sans-serif" font-size="12">\n<rect width="100%" height="100%" fill="white"/>\n${parts.join('\n')}\n</svg>\n`
 }

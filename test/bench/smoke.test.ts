@@ -91,6 +91,7 @@ test('bench smoke: --storm (W8) brings every member back, with its replay, after
       assert.ok(result.peak_rss_mb > 10, result.scenario)
     }
     assert.match(readFileSync(join(resultsDir, 'storm.md'), 'utf8'), /\| `--workers 2 --redis`, SIGUSR2 \| \d+\.\d\d s \|/)
+    assert.match(readFileSync(join(resultsDir, 'storm.svg'), 'utf8'), /<svg[^]*--workers 2 --redis, SIGUSR2[^]*target 10 s/)
   } finally {
     rmSync(resultsDir, { recursive: true, force: true })
   }
