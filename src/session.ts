@@ -97,6 +97,8 @@ export class Session implements HubMember, KeepAliveTarget {
   private early: Array<{ data: Buffer, isBinary: boolean }> | null = null
   private earlyBytes = 0
   private shut = false
+  /** The client closed while its join was still being admitted, having sent frames meanwhile: they still go out. */
+  private leftWhileJoining = false
   private joinTimer: NodeJS.Timeout | null
   private authorizeTimer: NodeJS.Timeout | null = null
   private rateWindowStart = 0
@@ -274,6 +276,13 @@ export class Session implements HubMember, KeepAliveTarget {
         return
       }
       if (this.shut) {
+        if (this.leftWhileJoining && early !== null && early.length > 0) {
+          // As if it had joined and left at once: its frames were sent after its join, and reach the channel.
+          this.lease = lease
+          if (this.enter(channelName, storedFrame)) this.publishEarly(early)
+          this.leaveChannel()
+          return
+        }
         cluster.release(lease)
         return
       }
@@ -359,6 +368,8 @@ export class Session implements HubMember, KeepAliveTarget {
 
   /** The socket is gone (ws 'close'). */
   closed (): void {
+    // Closed by the client (not by us) while admitted, frames in hand.
+    this.leftWhileJoining = !this.shut && this.channel === null && this.early !== null && this.early.length > 0
     this.shut = true
     this.clearJoinTimer()
     this.clearAuthorizeTimer()

@@ -287,6 +287,32 @@ describe('Redis engine: one channel space over several nodes', () => {
     }
   })
 
+  test('a client that sends its join and frames and closes at once (a fire-and-forget publisher) still reaches the channel: it joined and left', async () => {
+    const { nodes, close } = await startNodes(2)
+    try {
+      const listener = await join(nodes[1], 'listener', 'readings')
+      await waitForMembers(nodes[1].app, 'readings', 1)
+      for (let k = 0; k < 5; k++) {
+        // Node 0 does not hold the channel yet on the first round: its join takes a lease and the channel's first read.
+        const device = await TestClient.connect(nodes[0].url)
+        device.send(JSON.stringify({ uid: `device${k}`, channel: 'readings' }))
+        device.send(`reading ${k}.1`)
+        device.send(`reading ${k}.2`)
+        device.ws.terminate()
+        assert.deepEqual(await collect(listener, 2), [`reading ${k}.1`, `reading ${k}.2`])
+      }
+      await waitFor(() => nodes[0].app.mles.channels().every((channel) => channel.members === 0), 'the devices gone from node 0')
+      const history = nodes[1].app.mles.history('readings').map((frame) => frame.data.toString())
+      assert.equal(history.filter((text) => text.startsWith('reading')).length, 10, 'all in the history')
+      assert.equal(history.filter((text) => text.includes('"uid":"device')).length, 5, 'with each device\'s join')
+      assert.deepEqual(await nodes[1].app.mles.members('readings'), ['listener'], 'and no device holds its uid any more')
+      await listener.expectSilence(200)
+      listener.close()
+    } finally {
+      await close()
+    }
+  })
+
   test('server-side publish and subscribe span the nodes, with the sender\'s uid', async () => {
     const { nodes, close } = await startNodes(2)
     try {
