@@ -4,7 +4,7 @@
 import { performance } from 'node:perf_hooks'
 import * as hdr from 'hdr-histogram-js'
 import { CONNECTORS, type BenchClient, type BenchHandlers, type SystemName } from './lib/clients.js'
-import { collectGarbage, cpuMicros, rssKiB, sleep } from './lib/proc.js'
+import { collectGarbage, cpuMicros, inBatches, rssKiB, sleep } from './lib/proc.js'
 import { useTls } from './lib/raw-ws.js'
 
 export type Workload = 'W1' | 'W2' | 'W3' | 'W4' | 'W5' | 'W6'
@@ -52,16 +52,7 @@ function latencyMicros (data: Buffer, start: number): number {
 }
 
 async function connectMany (count: number, make: (index: number) => Promise<BenchClient>): Promise<BenchClient[]> {
-  const clients: BenchClient[] = new Array(count)
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < count) {
-      const index = next++
-      clients[index] = await make(index)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(CONNECT_CONCURRENCY, count) }, worker))
-  return clients
+  return await inBatches(count, CONNECT_CONCURRENCY, make)
 }
 
 const quiet: BenchHandlers = { onMessage: () => {} }

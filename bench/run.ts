@@ -9,7 +9,7 @@
 // SVG chart, and — with --readme — the measured tables in docs/performance.md
 // (between <!-- bench:start --> and <!-- bench:end -->). --render re-publishes
 // the saved bench/results/latest.json without measuring anything.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { availableParallelism, cpus } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { CLUSTER_SYSTEMS, HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
 import { benchCertificate, installed, startMlesCommand, startMlesTls, startMosquitto, startNats, startRedisServer, type BenchCertificate } from './lib/peers.js'
+import { stopChild } from './lib/proc.js'
 import { aggregate, chart, generatorSaturated, paramsLabel, stat, table, tablesByWorkload, type Entry } from './lib/report.js'
 import type { Job, Measurement, Workload } from './generator.js'
 
@@ -172,14 +173,6 @@ const sizes = {
 
 interface RunningServer { pid: number, port: number, stop: () => Promise<void> }
 
-async function stopChild (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
-  const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve() }))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 3000)
-  await exited
-  clearTimeout(timer)
-}
 
 async function startServer (system: SystemName, workload: Workload): Promise<RunningServer> {
   if (workload === 'W6') return await startTlsServer(system, certificate as BenchCertificate)

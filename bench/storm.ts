@@ -17,13 +17,13 @@
 // The server is pinned to core 0 (the members run in this process, on the
 // other core, where they can); a single-process server, like the workers, is
 // the `mles` command as an operator runs it, limits off.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { MlesClient } from 'fastify-mles/client'
-import { freePort, startRedisServer } from './lib/peers.js'
-import { cpuMicrosByProcess, rssKiB, sleep } from './lib/proc.js'
+import { freePort, startMlesProcess, startRedisServer } from './lib/peers.js'
+import { cpuMicrosByProcess, inBatches, rssKiB, sleep, stopChild } from './lib/proc.js'
 
 export type StormScenario = 'restart' | 'restart-history-dir' | 'workers-sigusr2'
 export const STORM_SCENARIOS: StormScenario[] = ['restart', 'restart-history-dir', 'workers-sigusr2']
@@ -108,52 +108,16 @@ const everyCore = canPin ? ['taskset', '-c', `0-${cores - 1}`] : []
 
 /** Starts the `mles` command on `port` and resolves once it serves. */
 async function startMles (projectRoot: string, port: number, history: number, extra: string[]): Promise<Server> {
-  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-storm-www-'))
   // Workers are there to use every core.
-  const command = [...(extra.includes('--workers') ? everyCore : pin), process.execPath, join(projectRoot, 'dist', 'example-app', 'cli.js'), '--no-tls', '--host', '127.0.0.1', '--port', String(port),
-    '-d', 'localhost', '-w', wwwroot, '--limit', String(history), '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0', ...extra]
-  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
-  await new Promise<void>((resolve, reject) => {
-    let output = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-      if (output.includes('mles: serving ')) resolve()
-    })
-    child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })
-  })
-  return { child, port }
-}
-
-async function stop (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return
-  const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve() }))
-  child.kill('SIGTERM')
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000)
-  await exited
-  clearTimeout(timer)
-}
-
-async function inBatches<T> (count: number, make: (index: number) => Promise<T>): Promise<T[]> {
-  const made: T[] = new Array(count)
-  let next = 0
-  const worker = async (): Promise<void> => {
-    while (next < count) {
-      const index = next++
-      made[index] = await make(index)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(CONNECT_CONCURRENCY, count) }, worker))
-  return made
+  const pinned = extra.includes('--workers') ? everyCore : pin
+  return await startMlesProcess(join(projectRoot, 'dist', 'example-app', 'cli.js'), ['--no-tls', '--limit', String(history), ...extra], { pin: pinned, port })
 }
 
 /** Fills every channel with `history` frames from one short-lived client each. */
 async function fill (url: string, options: StormOptions): Promise<void> {
-  await inBatches(options.channels, async (c) => {
+  await inBatches(options.channels, CONNECT_CONCURRENCY, async (c) => {
     const filler = new MlesClient(url, { uid: 'filler', channel: `c${c}`, dedup: 0, reconnect: false })
     await filler.ready
-    // The server holds frames that come before the join is through (with --redis, the uid lease and the
-    // channel's first read); a client that closes before then loses them. So: joined first, then the frames.
-    await sleep(300)
     for (let i = 0; i < options.history; i++) filler.send(`c${c} frame ${i}`)
     while (filler.bufferedAmount > 0) await sleep(5)
     await sleep(300)
@@ -189,7 +153,7 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
     progress(options, `${scenario}: filling ${options.channels} channels with ${options.history} frames`)
     await fill(url, options)
     progress(options, `${scenario}: joining ${options.members} members`)
-    await inBatches(options.members, async (i) => {
+    await inBatches(options.members, CONNECT_CONCURRENCY, async (i) => {
       const member: Member = { client: new MlesClient(url, { uid: `m${i}`, channel: `c${i % options.channels}`, dedup: 0 }), frames: 0, opens: 0, reopened: 0, closesAfterSignal: 0, attempts: 0, gaveUp: false }
       const { client } = member
       const count = (): void => { member.frames++ }
@@ -242,7 +206,7 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
       server.child.kill('SIGUSR2')
     } else {
       sampleCpu()
-      await stop(server.child)
+      await stopChild(server.child, 15_000)
       stopMs = Date.now() - started
       server = await startMles(options.projectRoot, port, options.history, extra)
       serverBackMs = Date.now() - started
@@ -291,8 +255,8 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
   } finally {
     signalled = false
     await Promise.allSettled(members.map(async (member) => { await member.client.close() }))
-    await stop(server.child)
-    if (redis !== null) await stop(redis.child)
+    await stopChild(server.child, 15_000)
+    if (redis !== null) await stopChild(redis.child)
     if (historyDir !== null) rmSync(historyDir, { recursive: true, force: true })
   }
 }

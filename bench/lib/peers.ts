@@ -107,45 +107,42 @@ export async function startRedisServer (): Promise<{ child: ChildProcess, port: 
 }
 
 /**
- * The `mles` command as an operator runs it in a cluster: `--redis`, and
- * `--workers N` processes sharing the port (N = 1 runs the server in the
- * process itself). Rate and per-IP limits off, as for the other systems.
+ * The `mles` command on loopback as the bench runs it: its own temporary web
+ * root, rate and per-IP limits off, `args` for the rest; prefixed by `pin`
+ * (taskset) when given. Resolves with the port once it serves (`port` 0
+ * takes a free one).
  */
-export async function startMlesCommand (cli: string, redisPort: number, workers: number): Promise<{ child: ChildProcess, port: number }> {
+export async function startMlesProcess (cli: string, args: string[], { pin = [], port = 0 }: { pin?: string[], port?: number } = {}): Promise<{ child: ChildProcess, port: number }> {
   const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
-  const child = spawn(process.execPath, [cli, '--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', wwwroot,
-    '--redis', `redis://127.0.0.1:${redisPort}`, '--workers', String(workers),
-    '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0'], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
-  const port = await new Promise<number>((resolve, reject) => {
+  const command = [...pin, process.execPath, cli, '--host', '127.0.0.1', '--port', String(port), '-d', 'localhost', '-w', wwwroot,
+    '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0', ...args]
+  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
+  const served = await new Promise<number>((resolve, reject) => {
     let output = ''
     child.stdout?.on('data', (chunk: Buffer) => {
       output += chunk.toString()
-      const match = /serving http:\/\/localhost:(\d+)\//.exec(output)
+      const match = /serving https?:\/\/localhost:(\d+)\//.exec(output)
       if (match !== null) resolve(Number(match[1]))
     })
     child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })
   })
-  return { child, port }
+  return { child, port: served }
+}
+
+/**
+ * The `mles` command as an operator runs it in a cluster: `--redis`, and
+ * `--workers N` processes sharing the port (N = 1 runs the server in the
+ * process itself).
+ */
+export async function startMlesCommand (cli: string, redisPort: number, workers: number): Promise<{ child: ChildProcess, port: number }> {
+  return await startMlesProcess(cli, ['--no-tls', '--redis', `redis://127.0.0.1:${redisPort}`, '--workers', String(workers)])
 }
 
 /**
  * The `mles` command alone, serving TLS with its own certificate
  * (`--tls-cert/--tls-key`), as W6 measures it; pinned like the other
- * single-process servers, limits off.
+ * single-process servers.
  */
 export async function startMlesTls (cli: string, pin: string[], tls: BenchCertificate): Promise<{ child: ChildProcess, port: number }> {
-  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
-  const command = [...pin, process.execPath, cli, '--tls-cert', tls.cert, '--tls-key', tls.key, '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', wwwroot,
-    '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0']
-  const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
-  const port = await new Promise<number>((resolve, reject) => {
-    let output = ''
-    child.stdout?.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-      const match = /serving https:\/\/localhost:(\d+)\//.exec(output)
-      if (match !== null) resolve(Number(match[1]))
-    })
-    child.once('exit', (code) => { reject(new Error(`mles exited with ${code} before serving`)) })
-  })
-  return { child, port }
+  return await startMlesProcess(cli, ['--tls-cert', tls.cert, '--tls-key', tls.key], { pin })
 }

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 
 /** Linux reports CPU time in clock ticks of 1/100 s (USER_HZ). */
@@ -68,4 +69,28 @@ export async function collectGarbage (pid: number, isNode: boolean): Promise<voi
     process.kill(pid, 'SIGUSR2')
   }
   await sleep(300)
+}
+
+/** SIGTERM, then SIGKILL after `killAfterMs`; resolves once the process has exited. */
+export async function stopChild (child: ChildProcess, killAfterMs = 3000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => child.once('exit', () => { resolve() }))
+  child.kill('SIGTERM')
+  const timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs)
+  await exited
+  clearTimeout(timer)
+}
+
+/** `make(0 … count - 1)`, at most `concurrency` at a time; the results in index order. */
+export async function inBatches<T> (count: number, concurrency: number, make: (index: number) => Promise<T>): Promise<T[]> {
+  const made: T[] = new Array(count)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < count) {
+      const index = next++
+      made[index] = await make(index)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, worker))
+  return made
 }

@@ -630,7 +630,7 @@ export class RedisBus<M extends HubMember> implements Replication {
           continue
         }
         item.id = answer[2 * i + 1]
-        this.taken(item, id, StreamId.parse(answer[2 * i]) ?? StreamId.ZERO)
+        this.answered(item, id, StreamId.parse(answer[2 * i]) ?? StreamId.ZERO)
       }
       if (skipped !== null) this.streamsMissing(skipped)
       if (this.gaps.size > 0) this.scheduleGapCheck()
@@ -652,7 +652,7 @@ export class RedisBus<M extends HubMember> implements Replication {
   }
 
   /** Redis wrote our frame as `id` after `previous`: it takes its place in the channel here, now or once its predecessor is in. */
-  private taken (item: Outgoing, id: StreamId, previous: StreamId): void {
+  private answered (item: Outgoing, id: StreamId, previous: StreamId): void {
     const watch = this.watches.get(item.channel)
     if (watch === undefined) return
     if (this.offer(item.channel, watch, { id, previous, body: item.entry, own: item }) || item.sequence === 0) return
