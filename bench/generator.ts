@@ -31,9 +31,12 @@ export interface Job {
   channels?: number
   /** W3: idle time before the settled memory reading. */
   settleMs?: number
-  /** W4: joiners and the history they should each receive. */
+  /** W4: joiners (over all the generator processes) and the history they should each receive. */
   joiners?: number
   history?: number
+  /** W4: this generator's index among `parts` processes sharing the joiners. */
+  part?: number
+  parts?: number
 }
 
 export type Measurement = Record<string, number>
@@ -240,44 +243,85 @@ async function idle (job: Job): Promise<Measurement> {
   return { kb_per_conn: (settled - before) / connections, kb_per_conn_at_1s: (early - before) / connections, rss_mb_idle: settled / 1024, generator_cpu_pct: generatorCpu }
 }
 
-/** W4: `joiners` clients join at once a channel holding `history` frames; each must get all of them. */
+/** Lines from the coordinator (bench/run.ts) on stdin: W4's generators start and stop together. */
+const commands = (async function * (): AsyncGenerator<string> {
+  let buffered = ''
+  for await (const chunk of process.stdin) {
+    buffered += String(chunk)
+    let newline: number
+    while ((newline = buffered.indexOf('\n')) !== -1) {
+      yield buffered.slice(0, newline)
+      buffered = buffered.slice(newline + 1)
+    }
+  }
+})()
+
+async function awaitCommand (expected: string): Promise<void> {
+  for (;;) {
+    const next = await commands.next()
+    if (next.done === true) throw new Error(`stdin closed while waiting for ${expected}`)
+    if (next.value === expected) return
+  }
+}
+
+/**
+ * W4: `joiners` clients join at once a channel holding `history` frames; each
+ * must get all of them. The joiners are shared among `parts` generator
+ * processes (this one is `part`); part 0 first publishes the history. Each
+ * says READY, joins its share on GO, says DONE once every one of its joiners
+ * has its replay (or after 30 s), and reports on END, when all are done: the
+ * coordinator takes the storm's time from the first start to the last finish
+ * and the server's CPU from GO to the last DONE.
+ */
 async function joinStorm (job: Job): Promise<Measurement> {
   const connect = CONNECTORS[job.system]
-  const joiners = job.joiners ?? 1000
+  const part = job.part ?? 0
+  const parts = job.parts ?? 1
+  const total = job.joiners ?? 1000
   const expected = job.history ?? 200
-  const publisher = await connect(job.port, 'pub', 'storm', quiet)
-  await sleep(200)
-  const payload = Buffer.alloc(64)
-  for (let i = 0; i < expected; i++) publisher.publish(payload)
-  await sleep(500)
+  const mine = Array.from({ length: Math.ceil((total - part) / parts) }, (_, k) => part + k * parts)
+  const publisher = part === 0 ? await connect(job.port, 'pub', 'storm', quiet) : null
+  if (publisher !== null) {
+    await sleep(200)
+    const payload = Buffer.alloc(64)
+    for (let i = 0; i < expected; i++) publisher.publish(payload)
+    await sleep(500)
+  }
+  process.stdout.write('READY\n')
+  await awaitCommand('GO')
 
-  const counts = new Int32Array(joiners)
+  const counts = new Int32Array(mine.length)
   let complete = 0
   let finished = 0
   const ownCpu0 = process.cpuUsage()
   let ownCpu = ownCpu0
   const t0 = performance.now()
-  const done = new Promise<void>((resolve) => {
-    const count = (index: number): void => {
-      if (++counts[index] === expected && ++complete === joiners) {
-        finished = performance.now()
-        ownCpu = process.cpuUsage(ownCpu0)
-        resolve()
-      }
+  let resolveDone: () => void = () => {}
+  const done = new Promise<void>((resolve) => { resolveDone = resolve })
+  const count = (index: number): void => {
+    if (++counts[index] === expected && ++complete === mine.length) {
+      finished = performance.now()
+      ownCpu = process.cpuUsage(ownCpu0)
+      resolveDone()
     }
-    void connectMany(joiners, async (i) => await connect(job.port, `j${i}`, 'storm', { onMessage: () => { count(i) }, onOther: () => { count(i) } }))
-      .then(async (clients) => {
-        await Promise.race([done, sleep(30_000)])
-        await sleep(300) // anything extra would show up as over-delivery
-        for (const client of [...clients, publisher]) client.close()
-      })
-  })
+  }
+  if (mine.length === 0) resolveDone()
+  let clients: BenchClient[] = []
+  const connecting = connectMany(mine.length, async (k) => await connect(job.port, `j${mine[k]}`, 'storm', { onMessage: () => { count(k) }, onOther: () => { count(k) } }))
+    .then((made) => { clients = made })
   await Promise.race([done, sleep(30_000)])
-  await sleep(400)
-  const exact = counts.reduce((sum, count) => sum + (count === expected ? 1 : 0), 0)
+  process.stdout.write('DONE\n')
+  // Until END (the others done, and a pause): anything extra shows up as over-delivery.
+  await awaitCommand('END')
+  await Promise.race([connecting, sleep(1000)])
+  for (const client of [...clients, ...(publisher === null ? [] : [publisher])]) client.close()
+  const exact = counts.reduce((sum, n) => sum + (n === expected ? 1 : 0), 0)
+  const origin = performance.timeOrigin
   return {
-    joins_per_s: finished === 0 ? 0 : joiners / ((finished - t0) / 1000),
-    replay_completeness: exact / joiners,
+    joiners: mine.length,
+    exact,
+    start_ms: origin + t0,
+    finish_ms: finished === 0 ? 0 : origin + finished,
     generator_cpu_pct: finished === 0 ? 0 : cpuPercent(ownCpu, finished - t0)
   }
 }

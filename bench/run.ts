@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W6] [--systems a,b] [--readme]
+// npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W6] [--systems a,b] [--generators N] [--readme]
 // npm run bench -- --render [--readme]
 // npm run bench -- --startup [--runs N] [--readme]   (bench/startup.ts)
 // npm run bench -- --storm [--members N] [--channels N] [--scenarios restart,…]   (bench/storm.ts, W8)
@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { CLUSTER_SYSTEMS, HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
 import { benchCertificate, installed, startMlesCommand, startMlesTls, startMosquitto, startNats, startRedisServer, type BenchCertificate } from './lib/peers.js'
+import { joinStorm } from './lib/join-storm.js'
 import { stopChild } from './lib/proc.js'
 import { aggregate, chart, generatorSaturated, paramsLabel, stat, table, tablesByWorkload, type Entry } from './lib/report.js'
 import type { Job, Measurement, Workload } from './generator.js'
@@ -39,7 +40,8 @@ const { values: args } = parseArgs({
     storm: { type: 'boolean', default: false },
     members: { type: 'string' },
     channels: { type: 'string' },
-    scenarios: { type: 'string' }
+    scenarios: { type: 'string' },
+    generators: { type: 'string' }
   }
 })
 
@@ -68,7 +70,7 @@ function performancePageParts (): { before: string, after: string } {
 
 // The start-up cost of the plugin: its own measurement, nothing of the workloads.
 if (args.startup === true) {
-  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'generators'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
   if (other.length > 0) fail(`--startup takes only --runs and --readme, not ${other.map((name) => `--${name}`).join(', ')}`)
   const startupRuns = args.runs === undefined ? 15 : Number(args.runs)
   if (!Number.isInteger(startupRuns) || startupRuns < 1 || startupRuns > 100) fail('--runs must be an integer from 1 to 100')
@@ -79,7 +81,7 @@ if (args.startup === true) {
 
 // W8, the reconnect storm: its own harness (many MlesClient members in this process).
 if (args.storm === true) {
-  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'readme', 'runs', 'startup'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'readme', 'runs', 'startup', 'generators'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
   if (other.length > 0) fail(`--storm takes only --members, --channels and --scenarios, not ${other.map((name) => `--${name}`).join(', ')}`)
   // The members run in this process: on core 1, away from the server on core 0, where the machine allows.
   if (process.env.MLES_STORM_PINNED === undefined && availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0) {
@@ -101,7 +103,7 @@ if (args.storm === true) {
 
 // Re-publishing saved results needs nothing but the saved file: no servers, peers or pinning.
 if (args.render === true) {
-  const measuring = (['quick', 'peers', 'cluster', 'runs', 'workloads', 'systems'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  const measuring = (['quick', 'peers', 'cluster', 'runs', 'workloads', 'systems', 'generators'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
   if (measuring.length > 0) fail(`--render re-publishes bench/results/latest.json and takes only --readme, not ${measuring.map((name) => `--${name}`).join(', ')}`)
   const savedPath = join(resultsDir, 'latest.json')
   if (!existsSync(savedPath)) fail('--render: there is no bench/results/latest.json to render; run a full `npm run bench` first')
@@ -159,6 +161,9 @@ const systemsFor = (workload: Workload): SystemName[] => systems.filter((system)
 const canPin = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0
 const serverPin = canPin ? ['taskset', '-c', '0'] : []
 const generatorPin = canPin ? ['taskset', '-c', '1'] : []
+/** W4's generator processes: one per core beside the server's, and at least two. */
+const joinGenerators = args.generators === undefined ? Math.max(2, availableParallelism() - 1) : Number(args.generators)
+if (!Number.isInteger(joinGenerators) || joinGenerators < 1 || joinGenerators > 64) fail('--generators must be an integer from 1 to 64')
 
 const timing = quick ? { warmupMs: 200, durationMs: 500 } : { warmupMs: 1000, durationMs: 3000 }
 const sizes = {
@@ -166,7 +171,7 @@ const sizes = {
   payloads: quick ? [64] : [64, 1024],
   pairs: quick ? 100 : 1000,
   idleConnections: quick ? 1000 : 10_000,
-  joiners: quick ? 100 : 1000,
+  joiners: quick ? 100 : 4000,
   history: 200,
   slow: 5
 }
@@ -222,7 +227,9 @@ async function startTlsServer (system: SystemName, tls: BenchCertificate): Promi
 /** One of the Node servers of bench/servers, started (pinned) and ready on its port. */
 async function startNodeServer (system: SystemName, env: Record<string, string> = {}): Promise<RunningServer> {
   const script = join(here, 'servers', `${system}.js`)
-  const command = [...serverPin, process.execPath, '--expose-gc', script]
+  // MLES_BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the servers (they exit cleanly on SIGTERM).
+  const nodeArgs = (process.env.MLES_BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
+  const command = [...serverPin, process.execPath, '--expose-gc', ...nodeArgs, script]
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
   const port = await new Promise<number>((resolve, reject) => {
     let output = ''
@@ -246,6 +253,11 @@ async function measure (system: SystemName, job: Omit<Job, 'system' | 'port' | '
   const server = await startServer(system, job.workload)
   try {
     const full: Job = { ...job, system, port: server.port, serverPid: server.pid, serverIsNode: isBenchNodeServer(system, job.workload) }
+    if (job.workload === 'W4') {
+      // One process per core beside the server's (round-robin), so the generators are not the limit where the machine has the cores.
+      const cores = canPin ? Array.from({ length: availableParallelism() - 1 }, (_, i) => String(i + 1)) : []
+      return await joinStorm(full, { parts: joinGenerators, cores, command: [process.execPath, join(here, 'generator.js')] })
+    }
     const command = [...generatorPin, process.execPath, join(here, 'generator.js'), JSON.stringify(full)]
     const generator = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'] })
     let output = ''
@@ -375,6 +387,11 @@ const usMemory = median(memory2, 'server_us_per_delivery')
 const usRedis = median(oneWorker, 'server_us_per_delivery')
 if (usMemory !== undefined && usRedis !== undefined) check('W2 server µs per frame added by the Redis path ≤ 4 µs', [oneWorker, memory2], usRedis - usMemory, (v) => v <= 4, (v) => `+${v.toFixed(1)} µs (${usRedis.toFixed(1)} against ${usMemory.toFixed(1)})`)
 check('W2 with one node on Redis ≥ 3× socket.io + Redis adapter', [oneWorker, socketIoRedis], ratio(rt(oneWorker), rt(socketIoRedis)), (r) => r >= 3, (r) => `${r.toFixed(1)}×`)
+// W4: the joins/s of the issue's target, and the server's CPU per join, which holds even when the generators set the pace.
+const w4 = { joiners: sizes.joiners, history: sizes.history }
+const [joins, joinsCeiling] = [find('fastify-mles', 'W4', w4), find('ws-ceiling', 'W4', w4)]
+check('W4 joins/s ≥ 0.9× ws-ceiling', [joins, joinsCeiling], ratio(median(joins, 'joins_per_s'), median(joinsCeiling, 'joins_per_s')), (r) => r >= 0.9, (r) => `${r.toFixed(2)}×`)
+check('W4 server µs per join ≤ 1.1× ws-ceiling', [joins, joinsCeiling], ratio(median(joins, 'server_us_per_join'), median(joinsCeiling, 'server_us_per_join')), (r) => r <= 1.1, (r) => `${r.toFixed(2)}×`)
 const idle = find('fastify-mles', 'W3', { connections: sizes.idleConnections, channels: sizes.idleConnections / 10 })
 check('W3 ≤ 6 KB per idle connection (settled)', [idle], median(idle, 'kb_per_conn'), (v) => v <= 6, (v) => `${v.toFixed(2)} KB`)
 const w5 = find('fastify-mles', 'W5', { n: 100, size: 64, slow: sizes.slow })

@@ -40,11 +40,25 @@ const COLUMNS: Array<[string, string, number]> = [
   ['kb_per_conn', 'KB/conn idle', 1],
   ['kb_per_conn_at_1s', 'KB/conn at 1 s', 1],
   ['joins_per_s', 'joins/s', 0],
+  ['server_us_per_join', 'server µs/join', 0],
+  ['server_cpu_pct', 'server CPU %', 0],
   ['replay_completeness', 'replay complete', 3],
   ['rss_mb_start', 'server RSS start MB', 1],
   ['rss_mb_max', 'server RSS max MB', 1],
-  ['generator_cpu_pct', 'generator CPU %', 0]
+  ['generator_cpu_pct', 'generator CPU %', 0],
+  ['generators', 'generators', 0]
 ]
+
+/** W4's per-process generator CPU (`generator_2_cpu_pct`, …), shown after the fixed columns. */
+const EACH_GENERATOR = /^generator_(\d+)_cpu_pct$/
+
+function columnsOf (entries: Entry[]): Array<[string, string, number]> {
+  const fixed = COLUMNS.filter(([metric]) => entries.some((entry) => stat(entry, metric) !== undefined))
+  const each = [...new Set(entries.flatMap((entry) => Object.keys(entry).filter((key) => EACH_GENERATOR.test(key))))]
+    .sort((a, b) => Number(EACH_GENERATOR.exec(a)?.[1]) - Number(EACH_GENERATOR.exec(b)?.[1]))
+    .map((metric): [string, string, number] => [metric, `generator ${EACH_GENERATOR.exec(metric)?.[1]} CPU %`, 0])
+  return [...fixed, ...each]
+}
 
 /** At or above this share of its core, the generator may be what limits the run: the row is marked. */
 export const GENERATOR_SATURATED_PCT = 90
@@ -73,7 +87,7 @@ export function tablesByWorkload (entries: Entry[]): string {
 
 /** A markdown table (also readable on a terminal): medians of each metric. */
 export function table (entries: Entry[]): string {
-  const used = COLUMNS.filter(([metric]) => entries.some((entry) => stat(entry, metric) !== undefined))
+  const used = columnsOf(entries)
   const header = ['workload', 'params', 'system', ...used.map(([, label]) => label)]
   const rows = entries.map((entry) => [entry.workload, paramsLabel(entry.params), entry.system + (generatorSaturated(entry) ? SATURATED_MARK : ''),
     ...used.map(([metric, , digits]) => format(stat(entry, metric)?.median, digits))])
