@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { CLUSTER_SYSTEMS, HAS_HISTORY, SYSTEMS, type SystemName } from './lib/clients.js'
-import { benchCertificate, installed, startMlesCommand, startMlesTls, startMosquitto, startNats, startRedisServer, type BenchCertificate } from './lib/peers.js'
+import { benchCertificate, installed, serverNodeArgs, startMlesCommand, startMlesTls, startMosquitto, startNats, startRedisServer, type BenchCertificate } from './lib/peers.js'
 import { joinStorm } from './lib/join-storm.js'
 import { stopChild } from './lib/proc.js'
 import { aggregate, chart, generatorSaturated, paramsLabel, stat, table, tablesByWorkload, type Entry } from './lib/report.js'
@@ -227,9 +227,7 @@ async function startTlsServer (system: SystemName, tls: BenchCertificate): Promi
 /** One of the Node servers of bench/servers, started (pinned) and ready on its port. */
 async function startNodeServer (system: SystemName, env: Record<string, string> = {}): Promise<RunningServer> {
   const script = join(here, 'servers', `${system}.js`)
-  // MLES_BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' profiles the servers (they exit cleanly on SIGTERM).
-  const nodeArgs = (process.env.MLES_BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
-  const command = [...serverPin, process.execPath, '--expose-gc', ...nodeArgs, script]
+  const command = [...serverPin, process.execPath, '--expose-gc', ...serverNodeArgs(), script]
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
   const port = await new Promise<number>((resolve, reject) => {
     let output = ''

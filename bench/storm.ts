@@ -16,13 +16,17 @@
 //
 // The server is pinned to core 0 (the members run in this process, on the
 // other core, where they can); a single-process server, like the workers, is
-// the `mles` command as an operator runs it, limits off.
-import { spawnSync, type ChildProcess } from 'node:child_process'
+// the `mles` command as an operator runs it, limits off. It is started,
+// restarted and signalled by bench/storm-supervisor on core 0, as systemd
+// would, so that this busy process's event loop adds nothing to the downtime.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { cpus, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { MlesClient } from 'fastify-mles/client'
-import { freePort, startMlesProcess, startRedisServer } from './lib/peers.js'
+import { freePort, startRedisServer } from './lib/peers.js'
 import { cpuMicrosByProcess, inBatches, rssKiB, sleep, stopChild } from './lib/proc.js'
 
 export type StormScenario = 'restart' | 'restart-history-dir' | 'workers-sigusr2'
@@ -90,11 +94,6 @@ interface Member {
   gaveUp: boolean
 }
 
-interface Server {
-  child: ChildProcess
-  port: number
-}
-
 function progress (options: StormOptions, line: string): void {
   if (options.quiet !== true) process.stderr.write(`bench: --storm: ${line}\n`)
 }
@@ -106,11 +105,80 @@ const canPin = cores >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).statu
 const pin = canPin ? ['taskset', '-c', '0'] : []
 const everyCore = canPin ? ['taskset', '-c', `0-${cores - 1}`] : []
 
-/** Starts the `mles` command on `port` and resolves once it serves. */
-async function startMles (projectRoot: string, port: number, history: number, extra: string[]): Promise<Server> {
-  // Workers are there to use every core.
-  const pinned = extra.includes('--workers') ? everyCore : pin
-  return await startMlesProcess(join(projectRoot, 'dist', 'example-app', 'cli.js'), ['--no-tls', '--limit', String(history), ...extra], { pin: pinned, port })
+/** The supervisor's script: the compiled one beside this file, or the TypeScript source under tsx (the tests). */
+const here = dirname(fileURLToPath(import.meta.url))
+const supervisorCommand = import.meta.url.endsWith('.ts')
+  ? [process.execPath, '--import', 'tsx', join(here, 'storm-supervisor.ts')]
+  : [process.execPath, join(here, 'storm-supervisor.js')]
+
+/**
+ * The `mles` command under bench/storm-supervisor, which restarts and signals
+ * it from the server's core, as systemd would, away from this busy process.
+ */
+class Supervised {
+  private readonly lines: string[] = []
+  private readonly waiting: Array<() => void> = []
+  private ended = false
+  serverPid = 0
+
+  private constructor (private readonly child: ChildProcess) {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      this.lines.push(line)
+      for (const wake of this.waiting.splice(0)) wake()
+    })
+    child.once('exit', () => {
+      this.ended = true
+      for (const wake of this.waiting.splice(0)) wake()
+    })
+  }
+
+  get pid (): number {
+    return this.child.pid as number
+  }
+
+  /** Starts the `mles` command on `port` and resolves once it serves. */
+  static async start (projectRoot: string, port: number, history: number, extra: string[]): Promise<Supervised> {
+    // Workers are there to use every core.
+    const job = { cli: join(projectRoot, 'dist', 'example-app', 'cli.js'), args: ['--no-tls', '--limit', String(history), ...extra], pin: extra.includes('--workers') ? everyCore : pin, port }
+    const command = [...pin, ...supervisorCommand, JSON.stringify(job)]
+    const supervised = new Supervised(spawn(command[0], command.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] }))
+    supervised.serverPid = Number((await supervised.next('SERVING ')).slice('SERVING '.length))
+    return supervised
+  }
+
+  /** The next line starting with `prefix` (a FAILED line or the supervisor's exit is an error). */
+  private async next (prefix: string): Promise<string> {
+    for (;;) {
+      const index = this.lines.findIndex((line) => line.startsWith(prefix) || line.startsWith('FAILED '))
+      if (index !== -1) {
+        const [line] = this.lines.splice(index, 1)
+        if (line.startsWith('FAILED ')) throw new Error(`the storm's server: ${line.slice('FAILED '.length)}`)
+        return line
+      }
+      if (this.ended) throw new Error(`the storm's supervisor exited before saying ${prefix.trim()}`)
+      await new Promise<void>((resolve) => { this.waiting.push(resolve) })
+    }
+  }
+
+  /** SIGTERM, the exit awaited, a new server on the same port: the time each took, as the supervisor saw it. */
+  async restart (): Promise<{ stopMs: number, startMs: number }> {
+    this.child.stdin?.write('RESTART\n')
+    const reply = JSON.parse((await this.next('RESTARTED ')).slice('RESTARTED '.length)) as { stop_ms: number, start_ms: number, pid: number }
+    this.serverPid = reply.pid
+    return { stopMs: reply.stop_ms, startMs: reply.start_ms }
+  }
+
+  async signal (name: NodeJS.Signals): Promise<void> {
+    this.child.stdin?.write(`SIGNAL ${name}\n`)
+    await this.next('SIGNALLED')
+  }
+
+  async stop (): Promise<void> {
+    if (this.ended) return
+    this.child.stdin?.end('STOP\n')
+    await Promise.race([this.next('STOPPED').catch(() => ''), sleep(20_000)])
+    await stopChild(this.child)
+  }
 }
 
 /** Fills every channel with `history` frames from one short-lived client each. */
@@ -143,7 +211,7 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
   const extra = historyDir !== null
     ? ['--history-dir', historyDir]
     : redis !== null ? ['--redis', `redis://127.0.0.1:${redis.port}`, '--workers', '2'] : []
-  let server = await startMles(options.projectRoot, port, options.history, extra)
+  const server = await Supervised.start(options.projectRoot, port, options.history, extra)
   const url = `ws://127.0.0.1:${port}/`
   const members: Member[] = []
   let signalled = false
@@ -188,11 +256,17 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
 
     let peakKiB = 0
     // Every server process's CPU as last seen (workers come and go, the old server exits): the sum of what each used since the signal.
-    const cpuAtSignal = cpuMicrosByProcess(server.child.pid as number)
+    // The supervisor's own (it only waits) is left out.
+    const serverCpu = (into?: Map<number, number>): Map<number, number> => {
+      const seen = cpuMicrosByProcess(server.pid, into)
+      seen.delete(server.pid)
+      return seen
+    }
+    const cpuAtSignal = serverCpu()
     const cpuSeen = new Map<number, number>()
-    const sampleCpu = (): void => { cpuMicrosByProcess(server.child.pid as number, cpuSeen) }
+    const sampleCpu = (): void => { serverCpu(cpuSeen) }
     const sampler = setInterval(() => {
-      peakKiB = Math.max(peakKiB, rssKiB(server.child.pid as number))
+      peakKiB = Math.max(peakKiB, rssKiB(server.serverPid))
       sampleCpu()
     }, 50)
     const ownCpuBefore = process.cpuUsage()
@@ -203,14 +277,11 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
     signalled = true
     progress(options, `${scenario}: ${scenario === 'workers-sigusr2' ? 'SIGUSR2' : 'restarting the server'}`)
     if (scenario === 'workers-sigusr2') {
-      server.child.kill('SIGUSR2')
+      await server.signal('SIGUSR2')
     } else {
       sampleCpu()
-      await stopChild(server.child, 15_000)
-      stopMs = Date.now() - started
-      server = await startMles(options.projectRoot, port, options.history, extra)
-      serverBackMs = Date.now() - started
-      startMs = serverBackMs - stopMs
+      ;({ stopMs, startMs } = await server.restart())
+      serverBackMs = stopMs + startMs
     }
     // Restarted empty, a member's replay is whatever rejoined before it: open again is all it can be.
     const needsReplay = scenario !== 'restart'
@@ -221,6 +292,11 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
     let serverCpuMicros = 0
     for (const [pid, micros] of cpuSeen) serverCpuMicros += micros - (cpuAtSignal.get(pid) ?? 0)
     const serverCpuS = serverCpuMicros / 1e6
+    if (scenario === 'workers-sigusr2') {
+      const primary = (cpuSeen.get(server.serverPid) ?? 0) - (cpuAtSignal.get(server.serverPid) ?? 0)
+      const workers = [...cpuSeen].filter(([pid]) => pid !== server.serverPid).map(([pid, micros]) => `${((micros - (cpuAtSignal.get(pid) ?? 0)) / 1e6).toFixed(1)} s`)
+      progress(options, `${scenario}: server CPU: the primary ${(primary / 1e6).toFixed(1)} s, the workers (old and new) ${workers.join(', ')}`)
+    }
     const ownCpu = process.cpuUsage(ownCpuBefore)
     const membersCpuPct = 100 * (ownCpu.user + ownCpu.system) / 1000 / Math.max(1, Date.now() - started)
     await sleep(200)
@@ -255,7 +331,7 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
   } finally {
     signalled = false
     await Promise.allSettled(members.map(async (member) => { await member.client.close() }))
-    await stopChild(server.child, 15_000)
+    await server.stop()
     if (redis !== null) await stopChild(redis.child)
     if (historyDir !== null) rmSync(historyDir, { recursive: true, force: true })
   }

@@ -107,5 +107,5 @@ async function runPrimary (config: ServerConfig): Promise<void> {
     process.exit(1)
   }
   const endpoint = url.replace(/^http/, 'ws')
-  process.stdout.write(`mles: serving ${url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket) with ${config.workers} workers (primary ${process.pid}; SIGUSR2 replaces them one at a time)\n`)
+  process.stdout.write(`mles: serving ${url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket) with ${config.workers} workers (primary ${process.pid}; SIGUSR2 replaces them)\n`)
 }

@@ -253,8 +253,8 @@ export function buildCommand (version: string): Command {
     .option('--redis-master <name>', 'with --redis-sentinel: the name the Sentinels monitor the master under')
     .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
     .option('--api-key <key>', 'turn on the HTTP API for backends at /_mles/api, with this bearer key (16 characters or more; better given as MLES_API_KEY)')
-    .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them one at a time').argParser(integer(1, 256)).default(1))
-    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n  MLES_API_KEY     bearer key of the HTTP API (as --api-key, which wins)\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers one at a time.')
+    .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them with no downtime').argParser(integer(1, 256)).default(1))
+    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n  MLES_API_KEY     bearer key of the HTTP API (as --api-key, which wins)\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers: N new ones, then the old ones go.')
 }
 
 interface ParsedFlags {

@@ -101,14 +101,16 @@ function serveClientBundle (app: FastifyInstance): void {
   }
 }
 
+const LISTEN_BACKLOG = 4096
+
 /** Listens on `host`; `::` (every address) falls back to IPv4-only where IPv6 is off. */
-async function listen (app: FastifyInstance, host: string, port: number): Promise<AddressInfo> {
+async function listen (app: FastifyInstance, host: string, port: number, backlog = LISTEN_BACKLOG): Promise<AddressInfo> {
   try {
-    await app.listen({ host, port })
+    await app.listen({ host, port, backlog })
   } catch (error) {
     if (host !== '::' || (error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error
     app.log.warn('mles: IPv6 unavailable; listening on IPv4 only')
-    await app.listen({ host: '0.0.0.0', port })
+    await app.listen({ host: '0.0.0.0', port, backlog })
   }
   return app.server.address() as AddressInfo
 }

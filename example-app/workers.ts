@@ -28,9 +28,9 @@ function isWorkerMessage (message: unknown): message is WorkerMessage {
  * `mles --workers N`: N copies of the server in worker processes, sharing the
  * listening port through node:cluster (the primary accepts and hands
  * connections round-robin) and joined through Redis, so a channel spans them.
- * A worker that dies is replaced; SIGUSR2 replaces them all, one at a time,
- * each new one listening before the old one closes its clients (who reconnect
- * to the others and find their history in Redis).
+ * A worker that dies is replaced; SIGUSR2 replaces them all: N new workers
+ * listen before the old ones close their clients (who reconnect to the new
+ * ones and find their history in Redis).
  */
 export class WorkerPool {
   private readonly workers = new Set<Worker>()
@@ -98,22 +98,29 @@ export class WorkerPool {
     this.workers.delete(worker)
   }
 
-  /** Replaces every worker, one at a time: the new one listens before the old one goes. */
+  /**
+   * Replaces every worker: all the new ones first, and once every one of them
+   * listens, the old ones go together. An old worker stops accepting at once,
+   * so its members reconnect to new workers only, each of them once; replaced
+   * one at a time, the members of the first would move to old workers that
+   * are replaced next and be cut again. If a new worker fails to start, the
+   * new ones go and the old ones stay.
+   */
   async replaceAll (): Promise<void> {
     if (this.replacing !== null) return await this.replacing
     this.replacing = (async () => {
       const old = [...this.workers]
-      this.options.say(`mles: replacing ${old.length} worker(s) one at a time`)
-      for (const worker of old) {
-        if (this.stopping) break
-        try {
-          await this.spawn()
-        } catch (error) {
-          this.options.complain(`mles: a new worker failed to start (${(error as Error).message}); keeping the old ones`)
-          return
-        }
-        await this.retire(worker)
+      this.options.say(`mles: replacing ${old.length} worker(s): starting ${old.length} new, then stopping the old`)
+      const before = new Set(this.workers)
+      const started = await Promise.allSettled(old.map(async () => await this.spawn()))
+      const failed = started.find((result): result is PromiseRejectedResult => result.status === 'rejected')
+      if (failed !== undefined || this.stopping) {
+        const fresh = [...this.workers].filter((worker) => !before.has(worker))
+        await Promise.all(fresh.map(async (worker) => { await this.retire(worker) }))
+        if (failed !== undefined) this.options.complain(`mles: a new worker failed to start (${(failed.reason as Error).message}); keeping the old ones`)
+        return
       }
+      await Promise.all(old.map(async (worker) => { await this.retire(worker) }))
       this.options.say(`mles: workers replaced (${[...this.workers].map((worker) => worker.process.pid).join(', ')})`)
     })().finally(() => { this.replacing = null })
     return await this.replacing

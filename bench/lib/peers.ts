@@ -106,6 +106,11 @@ export async function startRedisServer (): Promise<{ child: ChildProcess, port: 
   return { child, port }
 }
 
+/** Node flags for the servers the bench starts, from MLES_BENCH_SERVER_NODE_ARGS (say, '--cpu-prof --cpu-prof-dir=/tmp/prof'; workers inherit them). */
+export function serverNodeArgs (): string[] {
+  return (process.env.MLES_BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter((arg) => arg !== '')
+}
+
 /**
  * The `mles` command on loopback as the bench runs it: its own temporary web
  * root, rate and per-IP limits off, `args` for the rest; prefixed by `pin`
@@ -114,7 +119,7 @@ export async function startRedisServer (): Promise<{ child: ChildProcess, port: 
  */
 export async function startMlesProcess (cli: string, args: string[], { pin = [], port = 0 }: { pin?: string[], port?: number } = {}): Promise<{ child: ChildProcess, port: number }> {
   const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
-  const command = [...pin, process.execPath, cli, '--host', '127.0.0.1', '--port', String(port), '-d', 'localhost', '-w', wwwroot,
+  const command = [...pin, process.execPath, ...serverNodeArgs(), cli, '--host', '127.0.0.1', '--port', String(port), '-d', 'localhost', '-w', wwwroot,
     '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0', ...args]
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
   const served = await new Promise<number>((resolve, reject) => {

@@ -95,3 +95,32 @@ export class StreamId {
     return `${this.ms}-${this.seq}`
   }
 }
+
+const SPACE = 0x20
+
+/**
+ * Reads stream entries packed by the bus's scripts (PACK_ENTRIES in
+ * redis-bus.ts): `id SP length SP value`, repeated. Calls `each` with every
+ * entry's id and value (a view into `packed`); stops at the first malformed
+ * part (nothing of ours writes one).
+ */
+export function parseStreamPack (packed: Buffer, each: (id: StreamId, value: Buffer) => void): void {
+  let offset = 0
+  while (offset < packed.length) {
+    const idEnd = packed.indexOf(SPACE, offset)
+    if (idEnd === -1) return
+    const id = StreamId.parse(packed.toString('latin1', offset, idEnd))
+    let length = 0
+    let at = idEnd + 1
+    while (at < packed.length && packed[at] !== SPACE) {
+      const digit = packed[at] - 0x30
+      if (digit < 0 || digit > 9) return
+      length = length * 10 + digit
+      at++
+    }
+    const start = at + 1
+    if (id === null || at === idEnd + 1 || start + length > packed.length) return
+    each(id, packed.subarray(start, start + length))
+    offset = start + length
+  }
+}

@@ -287,6 +287,29 @@ describe('Redis engine: one channel space over several nodes', () => {
     }
   })
 
+  test('a node reading a history from Redis gets every frame of ours, spaces and any bytes intact, and leaves out entries another writer put in the stream', async () => {
+    const { nodes, prefix, close } = await startNodes(2)
+    try {
+      const sender = await join(nodes[0], 'sender', 'packed')
+      const binary = Buffer.from([0x20, 0x31, 0x20, 0x00, 0xff, 0x0a])
+      sender.send('one two 3 ')
+      const stream = `${prefix}h:packed`
+      for (let i = 0; i < 300 && await redis.inspector.xlen(stream) < 2; i++) await sleep(10)
+      await redis.inspector.xadd(stream, '*', 'x', 'not a frame')
+      sender.send(binary, true)
+      for (let i = 0; i < 300 && await redis.inspector.xlen(stream) < 4; i++) await sleep(10)
+      assert.equal(await redis.inspector.xlen(stream), 4, 'the join, two frames and the foreign entry')
+      const late = await join(nodes[1], 'late', 'packed')
+      const replay = [await late.next(), await late.next(), await late.next()]
+      assert.deepEqual(replay.map((frame) => frame.isBinary ? frame.data.toString('hex') : frame.text), ['{"uid":"sender","channel":"packed"}', 'one two 3 ', binary.toString('hex')])
+      await late.expectSilence(200)
+      sender.close()
+      late.close()
+    } finally {
+      await close()
+    }
+  })
+
   test('a client that sends its join and frames and closes at once (a fire-and-forget publisher) still reaches the channel: it joined and left', async () => {
     const { nodes, close } = await startNodes(2)
     try {

@@ -53,7 +53,11 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
     // Members land on both workers (round-robin) and all hear each other.
     const clients = Array.from({ length: 6 }, (_, i) => new MlesClient(url, { uid: `u${i}`, channel: 'workers', reconnect: { minDelayMs: 50, maxDelayMs: 500 } }))
     const received = clients.map(() => [] as string[])
-    clients.forEach((client, i) => { client.on('message', (message) => { received[i].push(String(message.data)) }) })
+    const reopened = clients.map(() => 0)
+    clients.forEach((client, i) => {
+      client.on('message', (message) => { received[i].push(String(message.data)) })
+      client.on('open', ({ reconnect }) => { if (reconnect) reopened[i]++ })
+    })
     await waitFor(() => clients.every((client) => client.state === 'open'), 'clients open', 10_000)
     await sleep(300)
     const sendRound = (round: string): void => { clients.forEach((client, i) => { client.send(`${round}:u${i}`) }) }
@@ -89,6 +93,9 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
     assert.ok(accepted > 5)
     await waitFor(() => clients.every((client) => client.state === 'open'), 'clients back', 15_000)
     assert.equal(cli.child.exitCode, null)
+    // The new workers were all up before the old ones went: each member was cut once, never moved to an old worker and cut again.
+    await sleep(500)
+    assert.deepEqual(reopened, clients.map(() => 1))
 
     // Everyone is back on the new workers: the channel still spans them.
     await sleep(300)
