@@ -1,6 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer, type AddressInfo } from 'node:net'
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { runCli } from '../helpers/cli.js'
 import { TestClient } from '../helpers/client.js'
@@ -43,6 +45,11 @@ test('the npm start server: demo page and Mles on one port, every address; SIGTE
   assert.equal(page.status, 200)
   assert.match(page.body.toString(), /mles-websocket/)
   assert.equal((await get(Number(port), '/', { host: `127.0.0.1:${port}` })).status, 200, 'the 127.0.0.1 alias folder')
+  // A listen backlog of 4096 (as far as net.core.somaxconn allows), not Node's 511: a reconnect storm of thousands must not overflow it.
+  const somaxconn = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'))
+  const listening = execFileSync('ss', ['-ltnH', `sport = :${port}`], { encoding: 'utf8' }).trim().split('\n')
+  assert.ok(listening.length >= 1, 'ss lists the listening socket')
+  for (const line of listening) assert.equal(Number(line.trim().split(/\s+/)[2]), Math.min(4096, somaxconn), line)
   // dual stack: IPv4 and IPv6 loopback both reach it
   const v4 = await TestClient.join(`ws://127.0.0.1:${port}/`, { uid: 'v4', channel: 'demo' })
   await new Promise((resolve) => setTimeout(resolve, 100))
