@@ -1,7 +1,7 @@
 // npm run bench [-- --quick] [--peers] [--cluster] [--runs N] [--workloads W1,W6] [--systems a,b] [--generators N] [--readme]
 // npm run bench -- --render [--readme]
 // npm run bench -- --startup [--runs N] [--readme]   (bench/startup.ts)
-// npm run bench -- --storm [--members N] [--channels N] [--scenarios restart,…]   (bench/storm.ts, W8)
+// npm run bench -- --storm [--members N] [--channels N] [--scenarios restart,…] [--runs N]   (bench/storm.ts, W8)
 //
 // Starts each server fresh for every measurement on one core and the load
 // generator on another (taskset), runs the workloads, and reports medians of
@@ -81,8 +81,8 @@ if (args.startup === true) {
 
 // W8, the reconnect storm: its own harness (many MlesClient members in this process).
 if (args.storm === true) {
-  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'readme', 'runs', 'startup', 'generators'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
-  if (other.length > 0) fail(`--storm takes only --members, --channels and --scenarios, not ${other.map((name) => `--${name}`).join(', ')}`)
+  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'readme', 'startup', 'generators'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  if (other.length > 0) fail(`--storm takes only --members, --channels, --scenarios and --runs, not ${other.map((name) => `--${name}`).join(', ')}`)
   // The members run in this process: on core 1, away from the server on core 0, where the machine allows.
   if (process.env.MLES_STORM_PINNED === undefined && availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0) {
     const again = spawnSync('taskset', ['-c', '1', process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, MLES_STORM_PINNED: '1' } })
@@ -95,7 +95,9 @@ if (args.storm === true) {
   if (!Number.isInteger(channels) || channels < 1 || channels > members) fail('--channels must be an integer from 1 to --members')
   const scenarios = (args.scenarios ?? STORM_SCENARIOS.join(',')).split(',')
   for (const scenario of scenarios) if (!(STORM_SCENARIOS as string[]).includes(scenario)) fail(`unknown scenario ${scenario}; known: ${STORM_SCENARIOS.join(', ')}`)
-  const results = await runStorm({ projectRoot, members, channels, history: 200, scenarios: scenarios as typeof STORM_SCENARIOS })
+  const stormRuns = args.runs === undefined ? 3 : Number(args.runs)
+  if (!Number.isInteger(stormRuns) || stormRuns < 1 || stormRuns > 20) fail('--runs must be an integer from 1 to 20')
+  const results = await runStorm({ projectRoot, members, channels, history: 200, scenarios: scenarios as typeof STORM_SCENARIOS, runs: stormRuns })
   process.stdout.write(stormTable(results, { date: new Date().toISOString(), cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version }) + '\n')
   process.stderr.write('bench: --storm: wrote bench/results/storm.json and storm.md\n')
   process.exit(results.every((result) => result.all_back_ms !== null) ? 0 : 1)

@@ -41,6 +41,8 @@ export interface StormOptions {
   scenarios: StormScenario[]
   /** How long to wait for every member to be back before calling the run failed. */
   timeoutMs?: number
+  /** Runs of each scenario; the table gives the median run and the range (default 1). */
+  runs?: number
   /** Where storm.json and storm.md go; default bench/results. */
   resultsDir?: string
   /** Progress lines on stderr. */
@@ -74,8 +76,10 @@ export interface StormResult {
   server_cpu_s: number
   /** The members' own process (one core) over that time, in % of a core: near 100, the clients set the pace, not the server. */
   members_cpu_pct: number
-  /** Whether the target held: all back within 10 s, no failures, no give-up. */
+  /** Whether the target held: all back within 10 s, no failures, no give-up (for the median run). */
   met: boolean
+  /** With several runs: every run's all_back_ms, in the order run (this result is the median one). */
+  all_back_runs_ms?: Array<number | null>
 }
 
 const TARGET_MS = 10_000
@@ -340,7 +344,15 @@ async function runScenario (scenario: StormScenario, options: StormOptions): Pro
 /** Runs the scenarios in turn and writes storm.json and storm.md. */
 export async function runStorm (options: StormOptions): Promise<StormResult[]> {
   const results: StormResult[] = []
-  for (const scenario of options.scenarios) results.push(await runScenario(scenario, options))
+  const runs = options.runs ?? 1
+  for (const scenario of options.scenarios) {
+    const each: StormResult[] = []
+    for (let run = 0; run < runs; run++) each.push(await runScenario(scenario, options))
+    // The median run by time until all were back (a run that timed out counts as the longest).
+    const sorted = [...each].sort((a, b) => (a.all_back_ms ?? Infinity) - (b.all_back_ms ?? Infinity))
+    const median = sorted[Math.floor((sorted.length - 1) / 2)]
+    results.push(runs === 1 ? median : { ...median, all_back_runs_ms: each.map((result) => result.all_back_ms) })
+  }
   const resultsDir = options.resultsDir ?? join(options.projectRoot, 'bench', 'results')
   mkdirSync(resultsDir, { recursive: true })
   const meta = { date: new Date().toISOString(), cpu: cpus()[0]?.model ?? 'unknown', cores, node: process.version, pinned: pin.length > 0 }
@@ -356,13 +368,24 @@ const SCENARIO_LABELS: Record<StormScenario, string> = {
   'workers-sigusr2': '`--workers 2 --redis`, SIGUSR2'
 }
 
+/** ` (6.10–10.29 s of 3 runs)` after the median, with several runs. */
+function range (result: StormResult): string {
+  const runs = result.all_back_runs_ms
+  if (runs === undefined || runs.length < 2) return ''
+  const times = runs.filter((ms): ms is number => ms !== null)
+  const timedOut = runs.length - times.length
+  const span = times.length === 0 ? '' : `${(Math.min(...times) / 1000).toFixed(2)}–${(Math.max(...times) / 1000).toFixed(2)} s`
+  return ` (${span}${timedOut > 0 ? `${span === '' ? '' : ', '}${timedOut} not back` : ''} in ${runs.length} runs)`
+}
+
 export function stormTable (results: StormResult[], meta: { date: string, cores: number, cpu: string, node: string }): string {
   const first = results[0]
+  const runs = first?.all_back_runs_ms?.length ?? 1
   const head = first === undefined
     ? ''
-    : `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}: ${first.members} members (MlesClient, default reconnect backoff and jitter) on ${first.channels} channels of ${first.history} frames (\`npm run bench -- --storm\`).\n\n`
+    : `Measured ${meta.date.slice(0, 10)} on ${meta.cores} cores (${meta.cpu}), Node ${meta.node}: ${first.members} members (MlesClient, default reconnect backoff and jitter) on ${first.channels} channels of ${first.history} frames (\`npm run bench -- --storm\`)${runs > 1 ? `; each row is the median of ${runs} runs by the time until all were back, with the range` : ''}.\n\n`
   return head + '| server goes away by | all back | server serving again (stop + start) | back | failures | retries | give-ups | short replays | peak server RSS | server CPU | members process CPU | target (all back ≤ 10 s, no failure, no give-up) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
-    results.map((r) => `| ${SCENARIO_LABELS[r.scenario]} | ${r.all_back_ms === null ? 'not within the timeout' : `${(r.all_back_ms / 1000).toFixed(2)} s`} | ${r.server_back_ms === null ? '—' : `${(r.server_back_ms / 1000).toFixed(2)} s (${((r.stop_ms ?? 0) / 1000).toFixed(2)} + ${((r.start_ms ?? 0) / 1000).toFixed(2)})`} | ${r.back} of ${r.members} | ${r.failures} | ${r.retries} | ${r.give_ups} | ${r.short_replays} | ${r.peak_rss_mb.toFixed(0)} MB | ${r.server_cpu_s.toFixed(1)} s | ${r.members_cpu_pct.toFixed(0)} % | ${r.met ? 'met' : 'missed'} |`).join('\n')
+    results.map((r) => `| ${SCENARIO_LABELS[r.scenario]} | ${r.all_back_ms === null ? 'not within the timeout' : `${(r.all_back_ms / 1000).toFixed(2)} s`}${range(r)} | ${r.server_back_ms === null ? '—' : `${(r.server_back_ms / 1000).toFixed(2)} s (${((r.stop_ms ?? 0) / 1000).toFixed(2)} + ${((r.start_ms ?? 0) / 1000).toFixed(2)})`} | ${r.back} of ${r.members} | ${r.failures} | ${r.retries} | ${r.give_ups} | ${r.short_replays} | ${r.peak_rss_mb.toFixed(0)} MB | ${r.server_cpu_s.toFixed(1)} s | ${r.members_cpu_pct.toFixed(0)} % | ${r.met ? 'met' : 'missed'} |`).join('\n')
 }
 
 /** Time until all were back, per scenario, against the 10 s target (a dashed line); a run that timed out is drawn to the timeout, red. */

@@ -141,3 +141,14 @@ test('bench tables: the generator\'s CPU is a column, and a row whose generator 
   assert.match(storm, /\| joins\/s \| generator CPU % \| generators \| generator 1 CPU % \| generator 2 CPU % \|/)
   assert.match(storm, /\| 500 \| 70 \| 2 \| 40 \| 30 \|/)
 })
+
+test('bench --storm table: with several runs, the median run and the range of all of them', async () => {
+  const { stormTable } = await import('../../bench/storm.js')
+  const row = { scenario: 'restart' as const, members: 10, channels: 2, history: 5, all_back_ms: 7630, server_back_ms: 1680, stop_ms: 1200, start_ms: 480, back: 10, failures: 0, retries: 1, give_ups: 0, short_replays: 0, peak_rss_mb: 100, server_cpu_s: 1, members_cpu_pct: 50, met: true }
+  const meta = { date: '2026-12-04T00:00:00Z', cores: 2, cpu: 'x', node: 'v20' }
+  const three = stormTable([{ ...row, all_back_runs_ms: [10_290, 6100, 7630] }], meta)
+  assert.match(three, /median of 3 runs/)
+  assert.match(three, /\| stop and start \(empty\) \| 7\.63 s \(6\.10–10\.29 s in 3 runs\) \|/)
+  assert.match(stormTable([{ ...row, all_back_runs_ms: [7630, null, 5000] }], meta), /7\.63 s \(5\.00–7\.63 s, 1 not back in 3 runs\)/)
+  assert.doesNotMatch(stormTable([row], meta), /runs/)
+})
