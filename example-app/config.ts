@@ -70,6 +70,8 @@ export interface ServerConfig {
   v1Port?: number
   /** A v1 server (`HOST[:PORT]`) each channel with local members is linked to; needs `v1Port`. */
   v1Peer?: string
+  /** Path where v1 clients also connect over WebSocket (CBOR `Msg`s, as through the reference's proxy); needs `v1Port`. */
+  v1WebSocketPath?: string
   /** Worker processes sharing the port (more than 1 needs `redis`). */
   workers: number
   /** Browser origins allowed besides the server's own pages (`--allowed-origin`); `'*'` allows any. */
@@ -138,6 +140,11 @@ function listenAddress (value: string): { host: string, port: number } {
   const port = Number(match[3])
   if (port > 65535) throw new InvalidArgumentError('port must be from 0 to 65535')
   return { host: match[1] ?? match[2], port }
+}
+
+function urlPath (value: string): string {
+  if (!value.startsWith('/') || /[\s?#]/.test(value)) throw new InvalidArgumentError('must be a URL path starting with / (no query, fragment or spaces)')
+  return value
 }
 
 function peerAddress (value: string): string {
@@ -247,6 +254,7 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--metrics-interval <seconds>', 'seconds between metrics log lines; 0 = off').argParser(integer(0, 86_400)).default(300))
     .addOption(new Option('--v1-port <port>', 'also serve the legacy Mles v1 TCP protocol on this port (IANA: 8077), in the same channels').argParser(integer(0, 65535)))
     .addOption(new Option('--v1-peer <host[:port]>', 'with --v1-port: link every channel with members here to this v1 server (port 8077 by default)').argParser(peerAddress))
+    .addOption(new Option('--v1-ws-path <path>', 'with --v1-port: also take v1 clients over WebSocket at this path (CBOR messages, as through the reference\'s proxy)').argParser(urlPath))
     .addOption(new Option('--redis <url>', 'join a cluster through Redis (redis:// or rediss:// URL): channels, history and uids span every node').argParser(redisUrl))
     .addOption(new Option('--redis-cluster <urls>', 'as --redis, through a Redis Cluster: comma-separated URLs of some of its masters').argParser(redisClusterUrls))
     .addOption(new Option('--redis-sentinel <urls>', 'as --redis, through Redis Sentinel: comma-separated URLs of some Sentinels (port 26379 by default); with --redis-master').argParser(redisSentinelUrls))
@@ -288,6 +296,7 @@ interface ParsedFlags {
   redisMaster?: string
   v1Port?: number
   v1Peer?: string
+  v1WsPath?: string
   workers: number
   allowedOrigin?: string[]
   apiKey?: string
@@ -328,6 +337,8 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   if (flags.staging && flags.acmeDirectory !== undefined) throw new ConfigError('--staging and --acme-directory cannot be combined')
 
   if (flags.v1Peer !== undefined && flags.v1Port === undefined) throw new ConfigError('--v1-peer needs --v1-port')
+  if (flags.v1WsPath !== undefined && flags.v1Port === undefined) throw new ConfigError('--v1-ws-path needs --v1-port')
+  if (flags.v1WsPath === '/') throw new ConfigError('--v1-ws-path must differ from / (the Mles WebSocket endpoint)')
   const redisFlags = (['redis', 'redisCluster', 'redisSentinel'] as const).filter((name) => flags[name] !== undefined).map(flagName)
   if (redisFlags.length > 1) throw new ConfigError(`${redisFlags.join(' and ')} cannot be combined: give one Redis, one Redis Cluster or the Sentinels of one`)
   if (flags.redisSentinel !== undefined && (flags.redisMaster === undefined || flags.redisMaster === '')) throw new ConfigError('--redis-sentinel needs --redis-master NAME: the name the Sentinels monitor the master under')
@@ -378,6 +389,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     redis,
     v1Port: flags.v1Port,
     v1Peer: flags.v1Peer,
+    v1WebSocketPath: flags.v1WsPath,
     workers: flags.workers,
     allowedOrigins: flags.allowedOrigin,
     acme: { ...DEFAULT_ACME_TUNING }

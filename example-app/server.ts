@@ -193,7 +193,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     ...(config.key === undefined ? {} : { key: config.key }),
     ...(config.apiKey === undefined ? {} : { api: { key: config.apiKey } }),
     ...(config.redis === undefined ? {} : { redis: config.redis }),
-    ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host, ...(config.v1Peer === undefined ? {} : { peer: config.v1Peer }) } }),
+    ...(config.v1Port === undefined ? {} : { v1: { port: config.v1Port, host: config.host, ...(config.v1Peer === undefined ? {} : { peer: config.v1Peer }), ...(config.v1WebSocketPath === undefined ? {} : { webSocketPath: config.v1WebSocketPath }) } }),
     ...(config.historyDir === undefined ? {} : { historyDir: config.historyDir, historyFlushMs: config.historyFlushMs })
   })
   closeSpareConnectionsOnClose(app)

@@ -140,6 +140,16 @@ export class MlesEndpoint implements MlesApi, SessionContext {
     this.sessions.add(new Session(ws, this, request))
   }
 
+  /** Takes over an upgraded connection of a CBOR WebSocket client at `v1.webSocketPath`. */
+  acceptV1WebSocket (ws: WebSocket): void {
+    if (this.closing !== null || this.v1 === null) {
+      ws.on('error', () => {})
+      ws.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
+      return
+    }
+    this.v1.acceptWebSocket(ws)
+  }
+
   readonly memberJoined = (member: PresentMember): void => { this.presence.joined(member) }
   readonly memberLeft = (member: PresentMember): void => { this.presence.left(member) }
 

@@ -53,6 +53,11 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
   }
   if (perIp !== null) app.addHook('onClose', async () => { await perIp.close() })
   await addUpgradeRoute(app, server, perIp)
+  const v1WebSocketPath = options.v1?.webSocketPath
+  if (v1WebSocketPath !== undefined) {
+    const { offersV1Protocol } = await import('./v1/websocket.js')
+    await addUpgradeRoute(app, server, perIp, { url: v1WebSocketPath, offers: offersV1Protocol, accept: (ws) => { server.acceptV1WebSocket(ws) } })
+  }
   if (options.api !== undefined) {
     const { addHttpApi } = await import('./http-api.js')
     await addHttpApi(app, server, perIp)

@@ -129,6 +129,13 @@ export interface MlesV1Options {
   /** First wait before a lost peer link is tried again, doubling each time up to `peerRetryMaxMs`. Default 5000 and 600 000, as the reference. */
   peerRetryMinMs?: number
   peerRetryMaxMs?: number
+  /**
+   * Also accept v1 clients over WebSocket at this path, as the reference's
+   * proxy does (`mles-client --use-websockets`): subprotocol `mles-websocket`,
+   * each message a bare CBOR `Msg`, in the same channels. Must differ from
+   * `path`. Default: none.
+   */
+  webSocketPath?: string
 }
 
 /**
@@ -218,7 +225,7 @@ export interface ResolvedOptions {
   perIpWindowMs: number
   maxBufferedBytes: number
   redis: ResolvedRedisOptions | undefined
-  v1: { port: number, host: string, addressKey: string | undefined, peer: { host: string, port: number, retryMinMs: number, retryMaxMs: number } | undefined } | undefined
+  v1: { port: number, host: string, addressKey: string | undefined, peer: { host: string, port: number, retryMinMs: number, retryMaxMs: number } | undefined, webSocketPath: string | undefined } | undefined
   historyDir: string | undefined
   historyFlushMs: number
   authorize: MlesAuthorize | undefined
@@ -377,12 +384,18 @@ function redisOption (value: unknown): ResolvedRedisOptions | undefined {
   }
 }
 
-/** Parses `HOST[:PORT]` (IPv6 in brackets); the port defaults to 8077, as in the reference (option `v1.peer`, `--v1-peer`). */
-export function parsePeerAddress (value: string): { host: string, port: number } | null {
+/**
+ * Parses `HOST[:PORT]` (IPv6 in brackets); the port defaults to 8077, as in
+ * the reference (option `v1.peer`, `--v1-peer`, `mles-client --v1`), or to
+ * `defaultPort`; null when the port is required (`defaultPort` null) and missing.
+ * `lowestPort` 0 accepts port 0 (a listener's "any free port").
+ */
+export function parsePeerAddress (value: string, defaultPort: number | null = 8077, lowestPort = 1): { host: string, port: number } | null {
   const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+))(?::(\d{1,5}))?$/.exec(value)
   if (match === null) return null
-  const port = match[3] === undefined ? 8077 : Number(match[3])
-  if (port < 1 || port > 65535) return null
+  if (match[3] === undefined && defaultPort === null) return null
+  const port = match[3] === undefined ? defaultPort as number : Number(match[3])
+  if (port < lowestPort || port > 65535) return null
   return { host: match[1] ?? match[2], port }
 }
 
@@ -416,10 +429,19 @@ function v1Option (value: unknown, env: Record<string, string | undefined>): Res
     }
     peer = { ...address, retryMinMs: retry('peerRetryMinMs', 5000), retryMaxMs: retry('peerRetryMaxMs', 600_000) }
   }
-  return { port, host, addressKey: addressKey === '' ? undefined : addressKey, peer }
+  const webSocketPath = given.webSocketPath
+  if (webSocketPath !== undefined && !isUrlPath(webSocketPath)) {
+    throw new MlesOptionError('v1.webSocketPath', `must be a URL path starting with "/" without query, fragment or spaces (got ${describe(webSocketPath)})`)
+  }
+  return { port, host, addressKey: addressKey === '' ? undefined : addressKey, peer, webSocketPath }
 }
 
-const V1_KEYS = ['port', 'host', 'addressKey', 'peer', 'peerRetryMinMs', 'peerRetryMaxMs']
+const V1_KEYS = ['port', 'host', 'addressKey', 'peer', 'peerRetryMinMs', 'peerRetryMaxMs', 'webSocketPath']
+
+/** A path a route can take: starts with "/", no query, fragment or spaces. */
+function isUrlPath (value: unknown): value is string {
+  return typeof value === 'string' && value.startsWith('/') && !/[\s?#]/.test(value)
+}
 
 function historyDirOption (value: unknown): string | undefined {
   if (value === undefined) return undefined
@@ -496,7 +518,7 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
   }
 
   const path = given.path ?? DEFAULT_OPTIONS.path
-  if (typeof path !== 'string' || !path.startsWith('/') || /[\s?#]/.test(path)) {
+  if (!isUrlPath(path)) {
     throw new MlesOptionError('path', `must be a URL path starting with "/" without query, fragment or spaces (got ${describe(path)})`)
   }
 
@@ -545,6 +567,9 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     resolved.requireOrigin = given.requireOrigin
   }
 
+  if (resolved.v1?.webSocketPath === path) {
+    throw new MlesOptionError('v1.webSocketPath', `must differ from path (${JSON.stringify(path)}): both are WebSocket endpoints with the subprotocol mles-websocket`)
+  }
   if (resolved.v1?.peer !== undefined && resolved.redis !== undefined) {
     throw new MlesOptionError('v1.peer', 'cannot be combined with redis: peer links serve one node')
   }

@@ -119,14 +119,30 @@ function originPolicy (options: ResolvedOptions): ((origin: string | undefined, 
   }
 }
 
+/** A WebSocket endpoint of the plugin: where it is, what it must be offered, who takes the connections. */
+export interface UpgradeRoute {
+  url: string
+  /** Whether a `Sec-WebSocket-Protocol` header offers what the endpoint speaks (`mles-websocket`). */
+  offers: (header: string | undefined) => boolean
+  accept: (ws: WebSocket, request: FastifyRequest) => void
+}
+
+/** Apps whose ws server already answers `mles-websocket` on our routes. */
+const protocolSelected = new WeakSet<WebSocketServer>()
+
 /**
- * Adds the upgrade route, in an encapsulated context of its own: refused while
- * shutting down, then the per-IP limit (`perIp`, null when off), then the
- * gate (subprotocol, origin); then the socket goes to the server.
+ * Adds an upgrade route — the Mles endpoint at `path` unless `route` says
+ * otherwise — in an encapsulated context of its own: refused while shutting
+ * down, then the per-IP limit (`perIp`, null when off), then the gate
+ * (subprotocol, origin); then the socket goes to the server.
  */
-export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint, perIp: PerIpLimit | null): Promise<void> {
+export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoint, perIp: PerIpLimit | null, route?: UpgradeRoute): Promise<void> {
   if (!app.hasConstraintStrategy(STRATEGY)) app.addConstraintStrategy(upgradeStrategy)
-  selectMlesProtocol(app.websocketServer)
+  if (!protocolSelected.has(app.websocketServer)) {
+    selectMlesProtocol(app.websocketServer)
+    protocolSelected.add(app.websocketServer)
+  }
+  const endpoint: UpgradeRoute = route ?? { url: server.options.path, offers: offersMlesProtocol, accept: (ws, request) => { server.accept(ws, request) } }
 
   const refuseWhileClosing = (_request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     if (server.isClosed) refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
@@ -141,7 +157,7 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
   }
 
   const gate = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
-    if (!offersMlesProtocol(request.headers['sec-websocket-protocol'])) {
+    if (!endpoint.offers(request.headers['sec-websocket-protocol'])) {
       refuse(reply, 400, 'Bad Request', `the WebSocket upgrade must offer the subprotocol "${MLES_PROTOCOL}"`)
       return
     }
@@ -193,7 +209,7 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
     })
     scope.route({
       method: 'GET',
-      url: server.options.path,
+      url: endpoint.url,
       exposeHeadRoute: false,
       constraints: { [STRATEGY]: UPGRADE },
       // Reading request.ip makes Node cache the peer address on the socket for its whole life, so only a limit on reads it.
@@ -209,7 +225,7 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
         releaseUpgradeRequest(socket)
         // Keep a pre-registered @fastify/websocket's shutdown from closing our sockets without a code; ours closes them with 1001.
         app.websocketServer.clients?.delete(socket)
-        server.accept(socket, request)
+        endpoint.accept(socket, request)
       }
     })
   })

@@ -3,11 +3,12 @@
 // servers (--proxy-server) or bridge to MQTT (--mqtt-broker).
 import { createInterface } from 'node:readline'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
-import { MlesClient, frameText, type MlesMessage } from './mles-client.js'
+import { MlesClient, frameText, type MlesClientOptions, type MlesMessage } from './mles-client.js'
 import { MlesProxy } from './proxy.js'
 import { MlesMqttBridge } from './mqtt-bridge.js'
 import { MlesMissingPackageError, requirePackage } from '../optional.js'
 import { packageVersion } from '../manifest.js'
+import { parsePeerAddress } from '../options.js'
 
 const wsUrl = (value: string): string => {
   if (!/^wss?:\/\/[^/]/.test(value)) throw new InvalidArgumentError('must be a ws:// or wss:// URL')
@@ -19,7 +20,17 @@ const brokerUrl = (value: string): string => {
   return value
 }
 
-interface Flags { server?: string, channel?: string, uid?: string, proxyServer?: string[], mqttBroker?: string, raw: boolean, insecure: boolean, reconnect: boolean }
+interface Flags { server?: string, channel?: string, uid?: string, proxyServer?: string[], mqttBroker?: string, raw: boolean, insecure: boolean, reconnect: boolean, v1?: string, wsProxy?: string | true }
+
+const v1Server = (value: string): string => {
+  if (parsePeerAddress(value) === null) throw new InvalidArgumentError('must be HOST or HOST:PORT (an IPv6 address in brackets)')
+  return value
+}
+const proxyListen = (value: string): string => {
+  const valid = /^\d{1,5}$/.test(value) ? Number(value) <= 65535 : parsePeerAddress(value, null, 0) !== null
+  if (!valid) throw new InvalidArgumentError('must be PORT or HOST:PORT (PORT 0 to 65535)')
+  return value
+}
 
 const command = new Command('mles-client')
   .description('Mles v2 client: join a channel, send stdin lines, print what arrives')
@@ -32,7 +43,9 @@ const command = new Command('mles-client')
   .option('--reconnect', 'reconnect when the connection drops (proxy and MQTT modes always do)', false)
   .addOption(new Option('--proxy-server <url>', 'proxy mode: link the channel on this server too (repeat; with -s or alone, two or more)').argParser(collect))
   .addOption(new Option('--mqtt-broker <url>', 'bridge the channel to the MQTT topic of the same name').argParser(brokerUrl))
-  .addHelpText('after', '\nEnvironment: MLES_KEY, the server\'s shared key (adds auth to the join frame).\n\nExamples:\n  mles-client -s ws://localhost:8080/ -c lobby -u alice\n  echo hello | mles-client -s ws://localhost:8080/ -c lobby -u bot\n  mles-client --proxy-server wss://a.example/ --proxy-server wss://b.example/ -c lobby -u proxy')
+  .addOption(new Option('--v1 <host[:port]>', 'speak the legacy v1 TCP protocol to this server (port 8077 by default) instead of v2').argParser(v1Server))
+  .addOption(new Option('--ws-proxy [[host:]port]', 'with --v1: a WebSocket proxy for CBOR clients to the v1 server (0.0.0.0:8076 by default)').argParser(proxyListen))
+  .addHelpText('after', '\nEnvironment: MLES_KEY, the server\'s shared key (adds auth to the join frame; with --v1, the shared-key mode);\nMLES_ADDR_KEY, with --v1 in address mode, a string hashed after the address.\n\nExamples:\n  mles-client -s ws://localhost:8080/ -c lobby -u alice\n  echo hello | mles-client -s ws://localhost:8080/ -c lobby -u bot\n  mles-client --proxy-server wss://a.example/ --proxy-server wss://b.example/ -c lobby -u proxy\n  mles-client --v1 localhost -c lobby -u alice\n  mles-client --v1 mles.example.org --ws-proxy 8076')
   .exitOverride()
   .configureOutput({ writeErr: () => {} })
 
@@ -52,56 +65,69 @@ try {
   }
   throw error
 }
-if (flags.channel === undefined || flags.uid === undefined) fail('-c/--channel and -u/--uid are required (see mles-client --help)', 2)
-const proxyServers = flags.proxyServer ?? []
-if (proxyServers.length === 0 && flags.server === undefined) fail('-s/--server is required (see mles-client --help)', 2)
-if (proxyServers.length > 0 && flags.mqttBroker !== undefined) fail('--proxy-server and --mqtt-broker cannot be combined', 2)
-
-const key = process.env.MLES_KEY !== undefined && process.env.MLES_KEY !== '' ? process.env.MLES_KEY : undefined
-const common = {
-  uid: flags.uid,
-  channel: flags.channel,
-  ...(key === undefined ? {} : { key }),
-  ...(flags.insecure ? { wsOptions: { rejectUnauthorized: false } } : {})
-}
-const onSignals = (handler: () => void): void => { process.once('SIGINT', handler); process.once('SIGTERM', handler) }
-
-function statsLine (text: string): void {
-  if (process.stderr.isTTY) process.stderr.write(`\r\u001b[2K${text}`)
-}
-
-if (proxyServers.length > 0) {
-  const servers = flags.server === undefined ? proxyServers : [flags.server, ...proxyServers]
-  if (servers.length < 2) fail('proxy mode links two or more servers: give --proxy-server twice, or -s and --proxy-server', 2)
-  const proxy = new MlesProxy({ servers, ...common, reconnect: {} })
-  proxy.on('link', ({ server, state }) => { process.stderr.write(`${process.stderr.isTTY ? '\r\u001b[2K' : ''}mles-client: ${servers[server]} ${state}\n`) })
-  const timer = setInterval(() => {
-    statsLine('forwarded ' + servers.map((_, from) => servers.map((__, to) => from === to ? '' : `${from}→${to} ${proxy.forwarded[from][to]}`).filter(Boolean).join('  ')).join('  '))
-  }, 1000)
-  onSignals(() => {
-    clearInterval(timer)
-    void proxy.close().then(() => process.exit(0))
-  })
-} else if (flags.mqttBroker !== undefined) {
-  try {
-    await requirePackage('mqtt', '--mqtt-broker', '')
-  } catch (error) {
-    fail((error as Error).message, error instanceof MlesMissingPackageError ? 2 : 1)
-  }
-  const bridge = new MlesMqttBridge({ server: flags.server as string, broker: flags.mqttBroker, ...common, reconnect: {} })
-  bridge.on('error', (error) => { process.stderr.write(`${process.stderr.isTTY ? '\r\u001b[2K' : ''}mles-client: ${error.message}\n`) })
-  bridge.ready.then(() => { process.stderr.write(`mles-client: bridging ${flags.server as string} channel ${flags.channel as string} <-> ${flags.mqttBroker as string}\n`) },
-    (error: Error) => { fail(`cannot start the bridge: ${error.message}`, 1) })
-  const timer = setInterval(() => { statsLine(`forwarded mles→mqtt ${bridge.forwarded.toMqtt}  mqtt→mles ${bridge.forwarded.toMles}`) }, 1000)
-  onSignals(() => {
-    clearInterval(timer)
-    void bridge.close().then(() => process.exit(0))
-  })
+if (flags.wsProxy !== undefined && flags.v1 === undefined) fail('--ws-proxy needs --v1 HOST[:PORT], the v1 server to proxy to', 2)
+if (flags.v1 !== undefined) {
+  const other = [flags.server === undefined ? '' : '-s/--server', flags.proxyServer === undefined ? '' : '--proxy-server', flags.mqttBroker === undefined ? '' : '--mqtt-broker', flags.reconnect ? '--reconnect' : '', flags.insecure ? '--insecure' : '', flags.raw ? '--raw' : ''].filter((name) => name !== '')
+  if (other.length > 0) fail(`--v1 cannot be combined with ${other.join(', ')}`, 2)
+  if (flags.wsProxy === undefined && (flags.channel === undefined || flags.uid === undefined)) fail('-c/--channel and -u/--uid are required (see mles-client --help)', 2)
+  const { runV1 } = await import('./v1-cli.js')
+  await runV1({ server: parsePeerAddress(flags.v1) as { host: string, port: number }, ...(flags.wsProxy === undefined ? {} : { wsProxy: flags.wsProxy }), uid: flags.uid, channel: flags.channel, fail })
 } else {
-  runClient(flags.server as string)
+  await runV2()
 }
 
-function runClient (url: string): void {
+async function runV2 (): Promise<void> {
+  if (flags.channel === undefined || flags.uid === undefined) fail('-c/--channel and -u/--uid are required (see mles-client --help)', 2)
+  const proxyServers = flags.proxyServer ?? []
+  if (proxyServers.length === 0 && flags.server === undefined) fail('-s/--server is required (see mles-client --help)', 2)
+  if (proxyServers.length > 0 && flags.mqttBroker !== undefined) fail('--proxy-server and --mqtt-broker cannot be combined', 2)
+
+  const key = process.env.MLES_KEY !== undefined && process.env.MLES_KEY !== '' ? process.env.MLES_KEY : undefined
+  const common = {
+    uid: flags.uid,
+    channel: flags.channel,
+    ...(key === undefined ? {} : { key }),
+    ...(flags.insecure ? { wsOptions: { rejectUnauthorized: false } } : {})
+  }
+  const onSignals = (handler: () => void): void => { process.once('SIGINT', handler); process.once('SIGTERM', handler) }
+
+  function statsLine (text: string): void {
+    if (process.stderr.isTTY) process.stderr.write(`\r\u001b[2K${text}`)
+  }
+
+  if (proxyServers.length > 0) {
+    const servers = flags.server === undefined ? proxyServers : [flags.server, ...proxyServers]
+    if (servers.length < 2) fail('proxy mode links two or more servers: give --proxy-server twice, or -s and --proxy-server', 2)
+    const proxy = new MlesProxy({ servers, ...common, reconnect: {} })
+    proxy.on('link', ({ server, state }) => { process.stderr.write(`${process.stderr.isTTY ? '\r\u001b[2K' : ''}mles-client: ${servers[server]} ${state}\n`) })
+    const timer = setInterval(() => {
+      statsLine('forwarded ' + servers.map((_, from) => servers.map((__, to) => from === to ? '' : `${from}→${to} ${proxy.forwarded[from][to]}`).filter(Boolean).join('  ')).join('  '))
+    }, 1000)
+    onSignals(() => {
+      clearInterval(timer)
+      void proxy.close().then(() => process.exit(0))
+    })
+  } else if (flags.mqttBroker !== undefined) {
+    try {
+      await requirePackage('mqtt', '--mqtt-broker', '')
+    } catch (error) {
+      fail((error as Error).message, error instanceof MlesMissingPackageError ? 2 : 1)
+    }
+    const bridge = new MlesMqttBridge({ server: flags.server as string, broker: flags.mqttBroker, ...common, reconnect: {} })
+    bridge.on('error', (error) => { process.stderr.write(`${process.stderr.isTTY ? '\r\u001b[2K' : ''}mles-client: ${error.message}\n`) })
+    bridge.ready.then(() => { process.stderr.write(`mles-client: bridging ${flags.server as string} channel ${flags.channel as string} <-> ${flags.mqttBroker as string}\n`) },
+      (error: Error) => { fail(`cannot start the bridge: ${error.message}`, 1) })
+    const timer = setInterval(() => { statsLine(`forwarded mles→mqtt ${bridge.forwarded.toMqtt}  mqtt→mles ${bridge.forwarded.toMles}`) }, 1000)
+    onSignals(() => {
+      clearInterval(timer)
+      void bridge.close().then(() => process.exit(0))
+    })
+  } else {
+    runClient(flags.server as string, common, onSignals)
+  }
+}
+
+function runClient (url: string, common: Pick<MlesClientOptions, 'uid' | 'channel' | 'key' | 'wsOptions'>, onSignals: (handler: () => void) => void): void {
   const client = new MlesClient(url, { ...common, reconnect: flags.reconnect ? {} : false })
   const interactive = process.stdin.isTTY === true && process.stdout.isTTY === true
   let lastError = ''

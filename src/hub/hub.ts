@@ -199,7 +199,12 @@ export class Hub<M extends HubMember> {
    * dropped, never waited for. Iterates backwards so that removal (swap with
    * last) is safe.
    */
-  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null, v1Frame: Buffer | null = null, sender: string | null = from === null ? null : from.uid): void {
+  /**
+   * `v1Frame`: what v1 members get (made from the payload when null); false
+   * when they already have it (a v1 client's first frame, forwarded verbatim
+   * with its join, carried this message).
+   */
+  publish (channel: Channel<M>, payload: Uint8Array, isBinary: boolean, from: M | null, v1Frame: Buffer | null | false = null, sender: string | null = from === null ? null : from.uid): void {
     let wire: Buffer
     if (this.replication === null) {
       wire = channel.history.append(payload, isBinary, sender)
@@ -216,7 +221,10 @@ export class Hub<M extends HubMember> {
     for (let i = members.length - 1; i >= 0; i--) {
       const member = members[i]
       if (member === from || member.catchingUp || !member.isOpen()) continue
-      if (member.speaksV1) v1Frame ??= (this.v1 as V1Translator).frame(channel.name, sender ?? '', payload)
+      if (member.speaksV1) {
+        if (v1Frame === false) continue
+        v1Frame ??= (this.v1 as V1Translator).frame(channel.name, sender ?? '', payload)
+      }
       if (this.outbox.write(member, member.speaksV1 ? v1Frame as Buffer : wire)) {
         delivered++
       } else {

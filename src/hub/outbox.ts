@@ -1,9 +1,11 @@
 import type { Socket } from 'node:net'
 
+/** What the outbox writes to: a connection's TCP (or TLS) socket, or something that frames for one. */
+export type RecipientSocket = Pick<Socket, 'write' | 'cork' | 'uncork' | 'writableLength'>
+
 /** What the outbox needs of a recipient. */
 export interface Recipient {
-  /** The connection's TCP (or TLS) socket. */
-  readonly socket: Socket
+  readonly socket: RecipientSocket
   /** Whether this recipient is in the outbox's corked list for the current turn. */
   corked: boolean
   /** Bytes queued from earlier turns past which writes are refused (slow consumer). */

@@ -6,7 +6,12 @@ import type { Metrics } from '../metrics.js'
 import { cidOfKey, v1Key, type V1KeyMode } from './key.js'
 import { encodeFrame } from './frame.js'
 import { encodeMsg } from './msg.js'
-import { V1Session, type V1SessionContext } from './session.js'
+import type { WebSocket } from 'ws'
+import { KeepAlive } from '../keepalive.js'
+import { CloseCode, CloseReason } from '../protocol/close.js'
+import type { V1MemberContext } from './member.js'
+import { V1Session } from './session.js'
+import { V1WebSocketSession } from './websocket.js'
 
 /**
  * Frames for v1 members made from frames of v2 clients (and of the server):
@@ -22,22 +27,37 @@ export function v1Translator (keyMode: V1KeyMode): V1Translator {
   }
 }
 
-/** The v1 TCP listener (SPEC-v1 §1): accepts connections, applies the per-IP limit, owns the v1 sessions. */
+/**
+ * The v1 TCP listener (SPEC-v1 §1): accepts connections, applies the per-IP
+ * limit, owns the v1 sessions — and those of CBOR WebSocket clients at
+ * `v1.webSocketPath`, whose upgrades the plugin's route takes.
+ */
 export class V1Listener {
   private readonly server: Server
   private readonly sessions = new Set<V1Session>()
+  private readonly webSockets = new Set<V1WebSocketSession>()
+  private readonly keepAlive: KeepAlive
 
   constructor (
-    private readonly context: Omit<V1SessionContext, 'v1SessionClosed'>,
+    private readonly context: V1MemberContext,
     private readonly limiter: PerIpLimiter,
     private readonly counters: Metrics,
     private readonly log: FastifyBaseLogger
   ) {
     this.server = createServer((socket) => { this.accept(socket) })
+    this.keepAlive = new KeepAlive(this.webSockets, context.options.pingIntervalMs, context.options.maxMissedPongs)
   }
 
+  /** v1 connections now: TCP and WebSocket. */
   get connections (): number {
-    return this.sessions.size
+    return this.sessions.size + this.webSockets.size
+  }
+
+  /** Takes over an upgraded WebSocket connection of a CBOR client (`v1.webSocketPath`). */
+  acceptWebSocket (ws: WebSocket): void {
+    const session = new V1WebSocketSession(ws, { ...this.context, v1WebSocketClosed: (closed) => { this.webSockets.delete(closed) } })
+    this.webSockets.add(session)
+    this.keepAlive.start()
   }
 
   async listen (port: number, host: string): Promise<AddressInfo> {
@@ -71,10 +91,12 @@ export class V1Listener {
     this.sessions.add(session)
   }
 
-  /** Stops accepting and closes every v1 connection. */
+  /** Stops accepting and closes every v1 connection (WebSocket ones with 1001). */
   async close (): Promise<void> {
+    this.keepAlive.stop()
     const closed = new Promise<void>((resolve) => { this.server.close(() => { resolve() }) })
     for (const session of this.sessions) session.close()
+    for (const session of this.webSockets) session.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
     const grace = setTimeout(() => { for (const session of this.sessions) session.socket.destroy() }, 2000)
     await closed
     clearTimeout(grace)
