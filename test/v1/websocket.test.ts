@@ -180,3 +180,26 @@ test('mles --v1-ws-path: the command takes CBOR WebSocket clients beside v1 TCP 
   assert.equal(await refused.exited, 2)
   assert.match(refused.stderr(), /--v1-ws-path needs --v1-port/)
 })
+
+test('v1.webSocketPath: keep-alive pings CBOR clients and closes one that stops answering (1008 keep-alive timeout)', async () => {
+  const { server, cborUrl } = await startV1Server({ pingIntervalMs: 100, maxMissedPongs: 2 })
+  try {
+    const alive = await CborWsClient.open(cborUrl)
+    alive.send('alive', 'pinged', '')
+    await new Promise<void>((resolve) => { alive.ws.once('ping', () => { resolve() }) })
+    // A client that reads nothing more: its socket paused, no pong ever goes back.
+    const silent = await CborWsClient.open(cborUrl)
+    silent.send('silent', 'pinged', '')
+    await waitForMembers(server.app, 'pinged', 2)
+    const raw = (silent.ws as unknown as { _socket: import('node:net').Socket })._socket
+    raw.pause()
+    await waitFor(() => server.app.mles.metrics().dropped_keepalive === 1, 'the silent client dropped', 5000)
+    await waitForMembers(server.app, 'pinged', 1)
+    await sleep(300)
+    assert.equal(alive.ws.readyState, 1, 'the answering client stays')
+    alive.close()
+    raw.destroy()
+  } finally {
+    await server.app.close()
+  }
+})
