@@ -1,3 +1,29 @@
+/** A ping frame with no payload; constant, so keep-alive allocates nothing. */
+export const PING_FRAME = Buffer.from([0x89, 0x00])
+
+/** A connection's keep-alive state: what its socket had read at the last tick, and the ticks since it read anything. */
+export interface Liveness {
+  bytesReadAtTick: number
+  missedTicks: number
+}
+
+/**
+ * One keep-alive tick of a connection whose socket has read `bytesRead`
+ * bytes in all: false once it has gone `maxMissed` ticks in a row without
+ * reading anything (the caller closes it); true otherwise, and the caller
+ * pings it.
+ */
+export function stillAlive (state: Liveness, bytesRead: number, maxMissed: number): boolean {
+  if (bytesRead !== state.bytesReadAtTick) {
+    state.bytesReadAtTick = bytesRead
+    state.missedTicks = 0
+  } else if (state.missedTicks >= maxMissed) {
+    return false
+  }
+  state.missedTicks++
+  return true
+}
+
 /** What keep-alive needs of a connection. */
 export interface KeepAliveTarget {
   /**

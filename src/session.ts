@@ -5,7 +5,7 @@ import { verifyAuth } from './auth.js'
 import type { Lease, RedisBus } from './cluster/redis-bus.js'
 import type { Channel } from './hub/channel.js'
 import type { Hub, HubMember } from './hub/hub.js'
-import type { KeepAliveTarget } from './keepalive.js'
+import { PING_FRAME, stillAlive, type KeepAliveTarget } from './keepalive.js'
 import type { Metrics } from './metrics.js'
 import type { MlesAuthorization, ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
@@ -34,8 +34,6 @@ export interface SessionContext {
 const MAX_FRAMES_WHILE_JOINING = 256
 
 const OPEN = 1
-/** A ping frame with no payload; constant, so keep-alive allocates nothing. */
-const PING_FRAME = Buffer.from([0x89, 0x00])
 const kSession = Symbol('mles.session')
 
 interface SessionSocket extends WebSocket {
@@ -103,8 +101,9 @@ export class Session implements HubMember, KeepAliveTarget {
   private authorizeTimer: NodeJS.Timeout | null = null
   private rateWindowStart = 0
   private rateCount = 0
-  private missedTicks = 0
-  private bytesReadAtTick = 0
+  /** Keep-alive state (`stillAlive`). */
+  missedTicks = 0
+  bytesReadAtTick = 0
 
   constructor (
     readonly ws: WebSocket,
@@ -329,17 +328,12 @@ export class Session implements HubMember, KeepAliveTarget {
 
   keepAliveTick (maxMissed: number): void {
     if (!this.isOpen()) return
-    const bytesRead = this.socket.bytesRead
-    if (bytesRead !== this.bytesReadAtTick) {
-      this.bytesReadAtTick = bytesRead
-      this.missedTicks = 0
-    } else if (this.missedTicks >= maxMissed) {
-      this.context.counters.droppedKeepalive++
-      this.close(CloseCode.POLICY_VIOLATION, CloseReason.KEEPALIVE_TIMEOUT)
+    if (stillAlive(this, this.socket.bytesRead, maxMissed)) {
+      this.socket.write(PING_FRAME)
       return
     }
-    this.missedTicks++
-    this.socket.write(PING_FRAME)
+    this.context.counters.droppedKeepalive++
+    this.close(CloseCode.POLICY_VIOLATION, CloseReason.KEEPALIVE_TIMEOUT)
   }
 
   joinTimedOut (): void {

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import type { RawData, WebSocket } from 'ws'
-import type { KeepAliveTarget } from '../keepalive.js'
+import { PING_FRAME, stillAlive, type KeepAliveTarget } from '../keepalive.js'
 import { CloseCode, CloseReason } from '../protocol/close.js'
 import { encodeFrame as encodeWebSocketFrame } from '../protocol/frame.js'
 import type { RecipientSocket } from '../hub/outbox.js'
@@ -13,8 +13,6 @@ import { decodeMsg } from './msg.js'
 export interface V1WebSocketContext extends V1MemberContext {
   v1WebSocketClosed: (session: V1WebSocketSession) => void
 }
-
-const PING = Buffer.from([0x89, 0x00])
 
 /** The subprotocol a CBOR WebSocket client offers (SPEC-v1 §9). */
 export const V1_WS_PROTOCOL = 'mles-websocket'
@@ -54,8 +52,9 @@ export class V1WebSocketSession implements KeepAliveTarget {
   private readonly channels = new Map<string, WebSocketChannel>()
   private readonly raw: Socket
   private shut = false
-  private bytesReadAtTick = 0
-  private missedTicks = 0
+  /** Keep-alive state (`stillAlive`). */
+  bytesReadAtTick = 0
+  missedTicks = 0
 
   constructor (readonly ws: WebSocket, private readonly context: V1WebSocketContext) {
     this.raw = (ws as unknown as { _socket: Socket })._socket
@@ -119,17 +118,12 @@ export class V1WebSocketSession implements KeepAliveTarget {
 
   keepAliveTick (maxMissed: number): void {
     if (!this.isOpen()) return
-    const bytesRead = this.raw.bytesRead
-    if (bytesRead !== this.bytesReadAtTick) {
-      this.bytesReadAtTick = bytesRead
-      this.missedTicks = 0
-    } else if (this.missedTicks >= maxMissed) {
-      this.context.counters.droppedKeepalive++
-      this.close(CloseCode.POLICY_VIOLATION, CloseReason.KEEPALIVE_TIMEOUT)
+    if (stillAlive(this, this.raw.bytesRead, maxMissed)) {
+      this.raw.write(PING_FRAME)
       return
     }
-    this.missedTicks++
-    this.raw.write(PING)
+    this.context.counters.droppedKeepalive++
+    this.close(CloseCode.POLICY_VIOLATION, CloseReason.KEEPALIVE_TIMEOUT)
   }
 
   /** Leaves every channel and closes the connection. */
@@ -195,7 +189,8 @@ class WebSocketChannel implements V1Carrier {
   }
 }
 
-function toBuffer (data: RawData): Buffer {
+/** A ws message as one Buffer. */
+export function toBuffer (data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data
   if (Array.isArray(data)) return Buffer.concat(data)
   return Buffer.from(data)

@@ -5,7 +5,7 @@ import { V1Connection, type V1CloseEvent, type V1ServerAddress } from './client.
 import { V1_MAX_PAYLOAD_BYTES } from './frame.js'
 import type { V1KeyMode } from './key.js'
 import { decodeMsg } from './msg.js'
-import { offersV1Protocol, V1_WS_PROTOCOL } from './websocket.js'
+import { offersV1Protocol, toBuffer, V1_WS_PROTOCOL } from './websocket.js'
 
 /** The port the reference's proxy listens on. */
 export const V1_WS_PROXY_PORT = 8076
@@ -240,10 +240,4 @@ function fitReason (reason: string): string {
   let fitted = reason
   while (Buffer.byteLength(fitted) > 123) fitted = fitted.slice(0, -1)
   return fitted
-}
-
-function toBuffer (data: RawData): Buffer {
-  if (Buffer.isBuffer(data)) return data
-  if (Array.isArray(data)) return Buffer.concat(data)
-  return Buffer.from(data)
 }

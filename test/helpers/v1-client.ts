@@ -2,6 +2,8 @@ import { connect, type Socket } from 'node:net'
 import { encodeFrame, V1_PREFIX_BYTES, V1FrameReader } from '../../src/v1/frame.js'
 import { addressString, cidOfKey, keyStrings, v1Key, type V1KeyMode } from '../../src/v1/key.js'
 import { decodeMsg, encodeMsg, type V1Msg } from '../../src/v1/msg.js'
+import type { MlesOptions } from '../../src/index.js'
+import { startMles, type RunningServer } from './server.js'
 
 export interface V1Received {
   frame: Buffer
@@ -96,4 +98,12 @@ export class V1TestClient {
   close (): void {
     this.socket.end()
   }
+}
+
+/** A plugin server with the v1 listener on a free port of 127.0.0.1 (limits off); `options.v1` adds to it. */
+export async function startV1Server (options: MlesOptions = {}): Promise<{ server: RunningServer, v1Port: number }> {
+  const server = await startMles({ messagesPerSecond: 0, perIpLimit: 0, ...options, v1: { port: 0, host: '127.0.0.1', ...options.v1 } })
+  const address = server.app.mles.v1Address()
+  if (address === null) throw new Error('the v1 listener did not start')
+  return { server, v1Port: address.port }
 }

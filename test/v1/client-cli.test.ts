@@ -3,16 +3,9 @@ import { createServer, type AddressInfo } from 'node:net'
 import { test } from 'node:test'
 import { CborWsClient } from '../helpers/cbor-ws-client.js'
 import { runClientCli } from '../helpers/cli.js'
-import { startMles, waitFor, waitForMembers, type RunningServer } from '../helpers/server.js'
-import { V1TestClient } from '../helpers/v1-client.js'
+import { waitFor, waitForMembers } from '../helpers/server.js'
+import { startV1Server, V1TestClient } from '../helpers/v1-client.js'
 import type { MlesOptions } from '../../src/index.js'
-
-async function startV1Server (options: MlesOptions = {}): Promise<{ server: RunningServer, v1Port: number }> {
-  const server = await startMles({ messagesPerSecond: 0, perIpLimit: 0, ...options, v1: { port: 0, host: '127.0.0.1', ...options.v1 } })
-  const address = server.app.mles.v1Address()
-  assert.ok(address !== null)
-  return { server, v1Port: address.port }
-}
 
 async function freePort (): Promise<number> {
   return await new Promise((resolve) => {

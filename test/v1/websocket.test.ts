@@ -7,14 +7,12 @@ import { CborWsClient } from '../helpers/cbor-ws-client.js'
 import { runCli } from '../helpers/cli.js'
 import { TestClient } from '../helpers/client.js'
 import { sleep, startMles, waitFor, waitForMembers, type RunningServer } from '../helpers/server.js'
-import { V1TestClient } from '../helpers/v1-client.js'
+import { startV1Server, V1TestClient } from '../helpers/v1-client.js'
 import { MlesOptionError, type MlesOptions } from '../../src/index.js'
 
-async function startV1Server (options: MlesOptions = {}): Promise<{ server: RunningServer, v1Port: number, cborUrl: string }> {
-  const server = await startMles({ messagesPerSecond: 0, perIpLimit: 0, ...options, v1: { port: 0, host: '127.0.0.1', webSocketPath: '/v1', ...options.v1 } })
-  const address = server.app.mles.v1Address()
-  assert.ok(address !== null)
-  return { server, v1Port: address.port, cborUrl: `ws://127.0.0.1:${server.port}/v1` }
+async function startCborServer (options: MlesOptions = {}): Promise<{ server: RunningServer, v1Port: number, cborUrl: string }> {
+  const { server, v1Port } = await startV1Server({ ...options, v1: { port: 0, host: '127.0.0.1', webSocketPath: '/v1', ...options.v1 } })
+  return { server, v1Port, cborUrl: `ws://127.0.0.1:${server.port}/v1` }
 }
 
 /** The status a raw upgrade request offering `protocols` gets (the ws client refuses to send a header with spaces in a token). */
@@ -29,7 +27,7 @@ async function upgradeStatus (port: number, path: string, protocols: string): Pr
 }
 
 test('v1.webSocketPath: CBOR WebSocket clients join the same channels as v1 TCP and v2 clients, their messages untouched', async () => {
-  const { server, v1Port, cborUrl } = await startV1Server()
+  const { server, v1Port, cborUrl } = await startCborServer()
   try {
     const tcp = await V1TestClient.join(v1Port, 'tcp', 'shared')
     await waitForMembers(server.app, 'shared', 1)
@@ -81,7 +79,7 @@ test('v1.webSocketPath: CBOR WebSocket clients join the same channels as v1 TCP 
 })
 
 test('v1.webSocketPath: one connection carries several channels; an empty message leaves them all and closes with 1000', async () => {
-  const { server, v1Port, cborUrl } = await startV1Server()
+  const { server, v1Port, cborUrl } = await startCborServer()
   try {
     const inA = await V1TestClient.join(v1Port, 'a1', 'alpha')
     const inB = await V1TestClient.join(v1Port, 'b1', 'beta')
@@ -113,7 +111,7 @@ test('v1.webSocketPath: one connection carries several channels; an empty messag
 })
 
 test('v1.webSocketPath: each bad input closes only its own connection, with a code and reason', async () => {
-  const { server, v1Port, cborUrl } = await startV1Server({ maxMessageBytes: 32 * 1024, maxFrameBytes: 64 * 1024 })
+  const { server, v1Port, cborUrl } = await startCborServer({ maxMessageBytes: 32 * 1024, maxFrameBytes: 64 * 1024 })
   try {
     const steady = await CborWsClient.open(cborUrl)
     steady.send('steady', 'calm', '')
@@ -182,7 +180,7 @@ test('mles --v1-ws-path: the command takes CBOR WebSocket clients beside v1 TCP 
 })
 
 test('v1.webSocketPath: keep-alive pings CBOR clients and closes one that stops answering (1008 keep-alive timeout)', async () => {
-  const { server, cborUrl } = await startV1Server({ pingIntervalMs: 100, maxMissedPongs: 2 })
+  const { server, cborUrl } = await startCborServer({ pingIntervalMs: 100, maxMissedPongs: 2 })
   try {
     const alive = await CborWsClient.open(cborUrl)
     alive.send('alive', 'pinged', '')

@@ -5,17 +5,9 @@ import { createServer, type AddressInfo } from 'node:net'
 import { test } from 'node:test'
 import { CborWsClient } from '../helpers/cbor-ws-client.js'
 import { TestClient } from '../helpers/client.js'
-import { sleep, startMles, waitForMembers, type RunningServer } from '../helpers/server.js'
-import { V1TestClient } from '../helpers/v1-client.js'
+import { sleep, waitForMembers } from '../helpers/server.js'
+import { startV1Server, V1TestClient } from '../helpers/v1-client.js'
 import { V1WebSocketProxy } from '../../src/v1/ws-proxy.js'
-import type { MlesOptions } from '../../src/index.js'
-
-async function startV1Server (options: MlesOptions = {}): Promise<{ server: RunningServer, v1Port: number }> {
-  const server = await startMles({ messagesPerSecond: 0, perIpLimit: 0, ...options, v1: { port: 0, host: '127.0.0.1', ...options.v1 } })
-  const address = server.app.mles.v1Address()
-  assert.ok(address !== null)
-  return { server, v1Port: address.port }
-}
 
 async function startProxy (v1Port: number, keyMode: { sharedKey?: string, addressKey?: string } = {}): Promise<{ proxy: V1WebSocketProxy, url: string, log: string[] }> {
   const log: string[] = []
