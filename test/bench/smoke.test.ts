@@ -83,47 +83,6 @@ test('bench smoke: W6 over TLS — the mles command with its own certificate, th
   }
 })
 
-test('bench smoke: --storm (W8) brings every member back, with its replay, after each way the server goes away', { timeout: 180_000 }, async () => {
-  const { runStorm, STORM_SCENARIOS } = await import('../../bench/storm.js')
-  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs')
-  const { tmpdir } = await import('node:os')
-  const { join } = await import('node:path')
-  const resultsDir = mkdtempSync(join(tmpdir(), 'mles-storm-results-'))
-  try {
-    const results = await runStorm({ projectRoot: root, members: 40, channels: 4, history: 20, scenarios: STORM_SCENARIOS, resultsDir, quiet: true, timeoutMs: 30_000 })
-    assert.deepEqual(results.map((result) => result.scenario), ['restart', 'restart-history-dir', 'workers-sigusr2'])
-    for (const result of results) {
-      assert.ok(result.all_back_ms !== null && result.all_back_ms > 0, `${result.scenario}: ${JSON.stringify(result)}`)
-      assert.equal(result.back, 40, result.scenario)
-      assert.equal(result.give_ups, 0, result.scenario)
-      assert.equal(result.short_replays, 0, `${result.scenario}: every member's replay again has the 20 frames`)
-      assert.ok(result.peak_rss_mb > 10, result.scenario)
-    }
-    assert.match(readFileSync(join(resultsDir, 'storm.md'), 'utf8'), /\| `--workers 2 --redis`, SIGUSR2 \| \d+\.\d\d s \|/)
-    assert.match(readFileSync(join(resultsDir, 'storm.svg'), 'utf8'), /<svg[^]*--workers 2 --redis, SIGUSR2[^]*target 10 s/)
-  } finally {
-    rmSync(resultsDir, { recursive: true, force: true })
-  }
-})
-
-test('bench smoke: --startup packs, installs and measures both apps', async () => {
-  const { runStartup } = await import('../../bench/startup.js')
-  const { mkdtempSync, readFileSync, rmSync } = await import('node:fs')
-  const { tmpdir } = await import('node:os')
-  const { join } = await import('node:path')
-  const resultsDir = mkdtempSync(join(tmpdir(), 'mles-startup-results-'))
-  try {
-    runStartup({ projectRoot: root, runs: 1, readme: false, resultsDir })
-    const saved = JSON.parse(readFileSync(join(resultsDir, 'startup.json'), 'utf8')) as { summary: Array<{ app: string, startMs: number, rssMb: number }>, added: Record<string, number> }
-    assert.deepEqual(saved.summary.map((row) => row.app), ['fastify + @fastify/websocket', 'fastify + fastify-mles'])
-    for (const row of saved.summary) assert.ok(row.startMs > 0 && row.rssMb > 10, JSON.stringify(row))
-    for (const value of Object.values(saved.added)) assert.ok(Number.isFinite(value))
-    assert.match(readFileSync(join(resultsDir, 'startup.md'), 'utf8'), /\| \*\*added by the plugin\*\* \|/)
-  } finally {
-    rmSync(resultsDir, { recursive: true, force: true })
-  }
-})
-
 test('bench tables: the generator\'s CPU is a column, and a row whose generator was saturated is marked, with a note', async () => {
   const { aggregate, table } = await import('../../bench/lib/report.js')
   const entry = (system: string, generator: number): Parameters<typeof table>[0][number] => ({
@@ -140,15 +99,4 @@ test('bench tables: the generator\'s CPU is a column, and a row whose generator 
   const storm = table([{ system: 'fastify-mles', workload: 'W4', params: { joiners: 10 }, runs: 1, joins_per_s: aggregate([500]), generator_cpu_pct: aggregate([70]), generators: aggregate([2]), generator_2_cpu_pct: aggregate([30]), generator_1_cpu_pct: aggregate([40]) }])
   assert.match(storm, /\| joins\/s \| generator CPU % \| generators \| generator 1 CPU % \| generator 2 CPU % \|/)
   assert.match(storm, /\| 500 \| 70 \| 2 \| 40 \| 30 \|/)
-})
-
-test('bench --storm table: with several runs, the median run and the range of all of them', async () => {
-  const { stormTable } = await import('../../bench/storm.js')
-  const row = { scenario: 'restart' as const, members: 10, channels: 2, history: 5, all_back_ms: 7630, server_back_ms: 1680, stop_ms: 1200, start_ms: 480, back: 10, failures: 0, retries: 1, give_ups: 0, short_replays: 0, peak_rss_mb: 100, server_cpu_s: 1, members_cpu_pct: 50, met: true }
-  const meta = { date: '2026-12-04T00:00:00Z', cores: 2, cpu: 'x', node: 'v20' }
-  const three = stormTable([{ ...row, all_back_runs_ms: [10_290, 6100, 7630] }], meta)
-  assert.match(three, /median of 3 runs/)
-  assert.match(three, /\| stop and start \(empty\) \| 7\.63 s \(6\.10–10\.29 s in 3 runs\) \|/)
-  assert.match(stormTable([{ ...row, all_back_runs_ms: [7630, null, 5000] }], meta), /7\.63 s \(5\.00–7\.63 s, 1 not back in 3 runs\)/)
-  assert.doesNotMatch(stormTable([row], meta), /runs/)
 })
