@@ -103,7 +103,8 @@ class ProxiedClient {
   /** Bytes sent to the WebSocket and not yet written out. */
   private unsent = 0
   private readingPaused = false
-  private writesBlocked = 0
+  /** Reading the client is paused until a v1 connection's buffer drains. */
+  private clientPaused = false
 
   constructor (private readonly ws: WebSocket, private readonly options: V1WebSocketProxyOptions, private readonly gone: () => void) {
     ws.on('message', (data: RawData) => { this.message(toBuffer(data)) })
@@ -162,12 +163,14 @@ class ProxiedClient {
   private send (connection: V1Connection, payload: Uint8Array): void {
     if (connection.sendPayload(payload)) return
     // The v1 server reads slower than this client sends: stop reading the client until it has.
-    if (this.writesBlocked++ === 0) this.ws.pause()
+    if (this.clientPaused) return
+    this.clientPaused = true
+    this.ws.pause()
   }
 
   private drained (): void {
-    if (this.writesBlocked === 0) return
-    this.writesBlocked = 0
+    if (!this.clientPaused) return
+    this.clientPaused = false
     this.ws.resume()
   }
 
