@@ -1,6 +1,7 @@
 import { statSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
+import ipaddr from 'ipaddr.js'
 import { normalizeOrigin, parsePeerAddress } from '../src/options.js'
 
 /** Let's Encrypt's directories: production (default) and staging (`--staging`). */
@@ -40,6 +41,20 @@ export interface ServerConfig {
   compressionCacheMb: number
   /** Upgrades per source IP per window; 0 = off. */
   perIpLimit: number
+  /** Channels one source address may create per window; 0 = off. */
+  perIpChannelLimit: number
+  /** Bits of an IPv6 address the per-IP limits key on (64: a whole /64 counts as one address). */
+  ipv6PrefixLength: number
+  /** Connections held at once; more are refused with 503. 0 = off. */
+  maxConnections: number
+  /** Channels held at once. 0 = off. */
+  maxChannels: number
+  /** Megabytes of history kept over all channels together; 0 = no bound. */
+  historyTotalMb: number
+  /** Proxies whose `X-Forwarded-For` names the client (addresses, CIDRs, or proxy-addr's `loopback`, `linklocal`, `uniquelocal`); none by default. */
+  trustProxy?: string[]
+  /** Log every HTTP request and upgrade at `info` (Fastify's request log); without it they are logged at `debug`. */
+  accessLog: boolean
   /** Frames a connection may publish per second; 0 = off. */
   messagesPerSecond: number
   /** That window, in seconds. */
@@ -218,6 +233,22 @@ function existing (kind: 'directory' | 'file', flag: string, path: string): stri
   return absolute
 }
 
+const PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal']
+
+/** `--trust-proxy`: an address, a CIDR or a proxy-addr name, repeatable. */
+function trustedProxy (value: string, previous: string[] | undefined): string[] {
+  const valid = PROXY_NAMES.includes(value) || ipaddr.isValid(value) || (() => {
+    try {
+      ipaddr.parseCIDR(value)
+      return true
+    } catch {
+      return false
+    }
+  })()
+  if (!valid) throw new InvalidArgumentError(`must be an address (10.0.0.1), a CIDR (10.0.0.0/8) or one of ${PROXY_NAMES.join(', ')}`)
+  return [...(previous ?? []), value]
+}
+
 function allowedOrigin (value: string, previous: string[] | undefined): string[] {
   if (value !== '*' && normalizeOrigin(value) === null) throw new InvalidArgumentError('must be an origin such as https://example.com or http://localhost:8080, or \'*\'')
   return [...(previous ?? []), value]
@@ -243,6 +274,13 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--messages-per-second <frames>', 'frames a connection may publish per second, the excess dropped; 0 = off').argParser(integer(0, 1_000_000_000)).default(100))
     .addOption(new Option('--per-ip-limit <connections>', 'connections allowed per source IP per window; 0 = off').argParser(integer(0, 1_000_000_000)).default(60))
     .addOption(new Option('--per-ip-window <seconds>', 'that window in seconds').argParser(integer(1, 2_000_000)).default(60))
+    .addOption(new Option('--per-ip-channel-limit <channels>', 'channels one source IP may create per window, joins past it closed with 1013; 0 = off').argParser(integer(0, 1_000_000_000)).default(30))
+    .addOption(new Option('--ipv6-prefix <bits>', 'the per-IP limits count an IPv6 address by its network of this many bits (64: a /64 is one address; 128: each address)').argParser(integer(1, 128)).default(64))
+    .addOption(new Option('--max-connections <count>', 'connections held at once, more refused with 503 and Retry-After; 0 = off').argParser(integer(0, 1_000_000_000)).default(65_536))
+    .addOption(new Option('--max-channels <count>', 'channels held at once: past it the least recently active one without members is forgotten, or the join closed with 1013; 0 = off').argParser(integer(0, 1_000_000_000)).default(100_000))
+    .addOption(new Option('--history-total <MB>', 'MB of history kept over all channels together, the least recently active evicted first; 0 = no bound').argParser(integer(0, 1_000_000_000)).default(256))
+    .addOption(new Option('--trust-proxy <proxy...>', 'take the client address from X-Forwarded-For when the peer is this proxy: an address, a CIDR, or loopback/linklocal/uniquelocal (repeatable)').argParser(trustedProxy))
+    .option('--access-log', 'log every HTTP request and upgrade at info (default: at debug, so a join storm is not a logging storm)', false)
     .option('--host <address>', 'address to listen on (default: every address, IPv6 and IPv4)', '::')
     .addOption(new Option('--http-port <port>', 'plain HTTP port for ACME http-01 and --redirect').argParser(integer(0, 65535)).default(80))
     .option('--no-tls', 'plain HTTP and WebSocket (development, or behind a TLS-terminating proxy)')
@@ -281,6 +319,13 @@ interface ParsedFlags {
   perIpLimit: number
   messagesPerSecond: number
   perIpWindow: number
+  perIpChannelLimit: number
+  ipv6Prefix: number
+  maxConnections: number
+  maxChannels: number
+  historyTotal: number
+  trustProxy?: string[]
+  accessLog: boolean
   host: string
   httpPort: number
   tls: boolean
@@ -375,6 +420,13 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     perIpLimit: flags.perIpLimit,
     messagesPerSecond: flags.messagesPerSecond,
     perIpWindowSec: flags.perIpWindow,
+    perIpChannelLimit: flags.perIpChannelLimit,
+    ipv6PrefixLength: flags.ipv6Prefix,
+    maxConnections: flags.maxConnections,
+    maxChannels: flags.maxChannels,
+    historyTotalMb: flags.historyTotal,
+    trustProxy: flags.trustProxy,
+    accessLog: flags.accessLog,
     tls,
     tlsCert: flags.tlsCert === undefined ? undefined : existing('file', '--tls-cert', flags.tlsCert),
     tlsKey: flags.tlsKey === undefined ? undefined : existing('file', '--tls-key', flags.tlsKey),

@@ -8,6 +8,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify'
 import mles, { type MlesMetricsSnapshot } from '../src/index.js'
 import { requirePackage } from '../src/optional.js'
 import type { AcmeCertificates } from './acme.js'
+import { DebugAccessLog } from './access-log.js'
 import { FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
 import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type AcmeTuning, type ServerConfig } from './config.js'
 import { REFERENCE_METRICS } from './metrics.js'
@@ -65,6 +66,12 @@ export function completeConfig (input: ServerConfigInput): ServerConfig {
     perIpLimit: 60,
     messagesPerSecond: 100,
     perIpWindowSec: 60,
+    perIpChannelLimit: 30,
+    ipv6PrefixLength: 64,
+    maxConnections: 65_536,
+    maxChannels: 100_000,
+    historyTotalMb: 256,
+    accessLog: false,
     tls: input.tlsCert !== undefined ? 'files' : 'acme',
     acmeDirectory: LETS_ENCRYPT_PRODUCTION,
     metricsLogIntervalSec: 300,
@@ -156,7 +163,13 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
       ...(certificates?.defaultCertificate() ?? {})
     }
   }
-  const app = Fastify({ ...loggerOption, ...(https === undefined ? {} : { https }), return503OnClosing: true }) as unknown as FastifyInstance
+  const app = Fastify({
+    ...loggerOption,
+    ...(https === undefined ? {} : { https }),
+    ...(config.trustProxy === undefined ? {} : { trustProxy: config.trustProxy }),
+    ...(config.accessLog ? {} : { logController: new DebugAccessLog() }),
+    return503OnClosing: true
+  }) as unknown as FastifyInstance
   if (acme !== null) {
     const { AcmeCertificates, configureAcmeTransport } = acme
     await configureAcmeTransport(config.acmeCaFile, config.acme.requestRetries)
@@ -189,6 +202,11 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
     perIpLimit: config.perIpLimit,
     messagesPerSecond: config.messagesPerSecond,
     perIpWindowMs: config.perIpWindowSec * 1000,
+    perIpChannelLimit: config.perIpChannelLimit,
+    ipv6PrefixLength: config.ipv6PrefixLength,
+    maxConnections: config.maxConnections,
+    maxChannels: config.maxChannels,
+    historyTotalBytes: config.historyTotalMb * 1024 * 1024,
     allowedOrigins: standaloneOrigins(config, () => (app.server.address() as AddressInfo | null)?.port ?? config.port),
     ...(config.key === undefined ? {} : { key: config.key }),
     ...(config.apiKey === undefined ? {} : { api: { key: config.apiKey } }),
@@ -210,7 +228,7 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
   let httpApp: FastifyInstance | undefined
   let httpAddress: AddressInfo | undefined
   if (config.tls === 'acme' || config.redirect) {
-    httpApp = Fastify({ loggerInstance: app.log, return503OnClosing: true }) as unknown as FastifyInstance
+    httpApp = Fastify({ loggerInstance: app.log, ...(config.accessLog ? {} : { logController: new DebugAccessLog() }), return503OnClosing: true }) as unknown as FastifyInstance
     closeSpareConnectionsOnClose(httpApp)
     const domains = new Set(config.domains)
     httpApp.get('/.well-known/acme-challenge/:token', async (request, reply) => {

@@ -17,6 +17,8 @@ export interface MlesChannelInfo {
   members: number
   /** Frames held in the history. */
   historySize: number
+  /** Wire bytes of that history; their sum over the channels is `metrics().history_bytes`, bounded by `historyTotalBytes`. */
+  historyBytes: number
 }
 
 export interface MlesPublishOptions {
@@ -65,7 +67,7 @@ export interface MlesApi {
    * of the cluster (read from Redis; this node's alone while Redis is away).
    */
   members: (channel: string) => Promise<string[]>
-  /** Every channel held, with its member count. */
+  /** Every channel held, with its member count and the size of its history. */
   channels: () => MlesChannelInfo[]
   /** A snapshot of the counters. */
   metrics: () => MlesMetricsSnapshot

@@ -1,4 +1,4 @@
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { WebSocket } from 'ws'
 import type { RedisBus } from './cluster/redis-bus.js'
@@ -10,6 +10,7 @@ import type { MlesFrameListener } from './hub/channel.js'
 import { Hub, type HubMember } from './hub/hub.js'
 import { Outbox } from './hub/outbox.js'
 import type { FastifyRequest } from 'fastify'
+import { ChannelLimits, type ChannelRefusal } from './channel-limits.js'
 import { PerIpLimiter } from './ip-limiter.js'
 import { Presence, type PresentMember } from './presence.js'
 import { KeepAlive } from './keepalive.js'
@@ -18,6 +19,7 @@ import { MlesOptionError, type ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
 import { framePayload, isBinaryFrame } from './protocol/frame.js'
 import { Session, type SessionContext } from './session.js'
+import { ThrottledLog } from './throttled-log.js'
 import type { V1Listener } from './v1/listener.js'
 import type { V1PeerLinks } from './v1/peer.js'
 
@@ -54,7 +56,12 @@ function openHistoryStore (options: ResolvedOptions, parts: OptionalParts, log: 
 /** One Mles endpoint: owns the hub, the connections, the counters and the timers. */
 export class MlesEndpoint implements MlesApi, SessionContext {
   readonly counters = new Metrics()
+  /** Refusals, failures and limits reached, logged at most once a minute per kind. */
+  readonly notices: ThrottledLog
   readonly hub: Hub<HubMember>
+  private readonly channelLimits: ChannelLimits
+  /** Upgrades admitted under `maxConnections` whose WebSocket is not made yet: they hold a place. */
+  private readonly upgrading = new Set<Socket>()
   /** The v1 listener's per-IP limit (WebSocket upgrades are limited by @fastify/rate-limit); null without v1. */
   private readonly v1Limiter: PerIpLimiter | null
   readonly cluster: RedisBus<HubMember> | null
@@ -80,6 +87,7 @@ export class MlesEndpoint implements MlesApi, SessionContext {
       Object.defineProperty(this, method, { value: this[method].bind(this), enumerable: false, writable: true, configurable: true })
     }
     this.presence = new Presence(log)
+    this.notices = new ThrottledLog(log)
     this.store = openHistoryStore(options, parts, log)
     const redis = options.redis
     this.cluster = redis === undefined || parts.cluster === null
@@ -90,9 +98,13 @@ export class MlesEndpoint implements MlesApi, SessionContext {
     this.hub = new Hub<HubMember>(options, this.outbox, this.counters, (error) => {
       log.error({ err: error }, 'mles: a subscribe() listener threw')
     }, this.store, this.cluster, translator)
+    this.hub.onHistoryEvicted = (frames, channels) => {
+      this.notices.write('warn', 'history-evicted', { frames, channels, heldBytes: this.hub.budget.held }, `mles: the history of all channels reached historyTotalBytes (${options.historyTotalBytes}); evicting the oldest frames of the least recently active channels`)
+    }
+    this.channelLimits = new ChannelLimits(options, this.hub, this.counters, this.notices)
     this.peers = options.v1?.peer === undefined || parts.v1Peers === null ? null : new parts.v1Peers.V1PeerLinks(this.hub, options.v1.peer, keyMode, this.counters, log)
     this.v1Limiter = parts.v1 === null ? null : new PerIpLimiter(options.perIpLimit, options.perIpWindowMs)
-    this.v1 = parts.v1 === null || this.v1Limiter === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster, memberJoined: this.memberJoined, memberLeft: this.memberLeft }, this.v1Limiter, this.counters, log)
+    this.v1 = parts.v1 === null || this.v1Limiter === null ? null : new parts.v1.V1Listener({ options, hub: this.hub, counters: this.counters, log, keyMode, cluster: this.cluster, channelRefusal: this.channelRefusal, memberJoined: this.memberJoined, memberLeft: this.memberLeft }, this.v1Limiter, this, log)
     this.keepAlive = new KeepAlive(this.sessions, options.pingIntervalMs, options.maxMissedPongs)
     this.keepAlive.start()
     const maintenanceMs = Math.min(60_000, Math.max(10, Math.floor(Math.min(options.channelIdleMs, options.perIpWindowMs) / 2)))
@@ -100,6 +112,7 @@ export class MlesEndpoint implements MlesApi, SessionContext {
       const now = Date.now()
       this.hub.expireIdle(now)
       this.v1Limiter?.sweep(now)
+      this.channelLimits.sweep(now)
     }, maintenanceMs)
     this.maintenanceTimer.unref()
   }
@@ -132,6 +145,7 @@ export class MlesEndpoint implements MlesApi, SessionContext {
 
   /** Takes over an upgraded connection; `request` is its upgrade, kept until the join is decided. */
   accept (ws: WebSocket, request: FastifyRequest): void {
+    this.upgrading.delete(request.raw.socket)
     if (this.closing !== null) {
       ws.on('error', () => {})
       ws.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
@@ -141,13 +155,41 @@ export class MlesEndpoint implements MlesApi, SessionContext {
   }
 
   /** Takes over an upgraded connection of a CBOR WebSocket client at `v1.webSocketPath`. */
-  acceptV1WebSocket (ws: WebSocket): void {
+  acceptV1WebSocket (ws: WebSocket, request: FastifyRequest): void {
+    this.upgrading.delete(request.raw.socket)
     if (this.closing !== null || this.v1 === null) {
       ws.on('error', () => {})
       ws.close(CloseCode.GOING_AWAY, CloseReason.SHUTDOWN)
       return
     }
     this.v1.acceptWebSocket(ws)
+  }
+
+  readonly channelRefusal = (name: string, ip: string): ChannelRefusal | null => this.channelLimits.refusal(name, ip)
+
+  /** Connections held now: WebSocket (joined or not), v1, and upgrades on their way to becoming one. */
+  get connectionCount (): number {
+    return this.sessions.size + (this.v1?.connections ?? 0) + this.upgrading.size
+  }
+
+  /**
+   * Whether one more connection fits under `maxConnections`; counted and
+   * logged when not. With `upgrade`, the admitted upgrade's socket holds its
+   * place until its WebSocket is accepted or it closes.
+   */
+  admitsConnection (upgrade?: Socket): boolean {
+    const max = this.options.maxConnections
+    if (max === 0) return true
+    if (this.connectionCount >= max) {
+      this.counters.rejectedMaxConnections++
+      this.notices.write('warn', 'max-connections', { connections: this.connectionCount }, `mles: ${this.connectionCount} connections held (maxConnections ${max}); refusing new ones (503)`)
+      return false
+    }
+    if (upgrade !== undefined && !this.upgrading.has(upgrade)) {
+      this.upgrading.add(upgrade)
+      upgrade.once('close', () => { this.upgrading.delete(upgrade) })
+    }
+    return true
   }
 
   readonly memberJoined = (member: PresentMember): void => { this.presence.joined(member) }
@@ -242,13 +284,13 @@ export class MlesEndpoint implements MlesApi, SessionContext {
   channels (): MlesChannelInfo[] {
     const list: MlesChannelInfo[] = []
     for (const channel of this.hub.allChannels()) {
-      list.push({ name: channel.name, members: channel.members.length, historySize: channel.history.size })
+      list.push({ name: channel.name, members: channel.members.length, historySize: channel.history.size, historyBytes: channel.history.bytes })
     }
     return list
   }
 
   metrics (): MlesMetricsSnapshot {
-    return this.counters.snapshot(this.sessions.size + (this.v1?.connections ?? 0), this.hub.channelCount)
+    return this.counters.snapshot(this.sessions.size + (this.v1?.connections ?? 0), this.hub.channelCount, this.hub.budget.held)
   }
 
   close (): Promise<void> {

@@ -61,11 +61,12 @@ export const channelsSchema = {
           type: 'array',
           items: {
             type: 'object',
-            required: ['name', 'members', 'historySize'],
+            required: ['name', 'members', 'historySize', 'historyBytes'],
             properties: {
               name: { type: 'string' },
               members: { type: 'integer' },
-              historySize: { type: 'integer' }
+              historySize: { type: 'integer' },
+              historyBytes: { type: 'integer' }
             }
           }
         }

@@ -56,7 +56,7 @@ async function mles (app: FastifyInstance, rawOptions: MlesOptions): Promise<voi
   const v1WebSocketPath = options.v1?.webSocketPath
   if (v1WebSocketPath !== undefined) {
     const { offersV1Protocol } = await import('./v1/websocket.js')
-    await addUpgradeRoute(app, server, perIp, { url: v1WebSocketPath, offers: offersV1Protocol, accept: (ws) => { server.acceptV1WebSocket(ws) } })
+    await addUpgradeRoute(app, server, perIp, { url: v1WebSocketPath, offers: offersV1Protocol, accept: (ws, request) => { server.acceptV1WebSocket(ws, request) } })
   }
   if (options.api !== undefined) {
     const { addHttpApi } = await import('./http-api.js')

@@ -1,3 +1,5 @@
+import ipaddr from 'ipaddr.js'
+
 interface IpWindow {
   count: number
   resetAt: number
@@ -50,7 +52,27 @@ export class PerIpLimiter {
   }
 }
 
-/** The address to count an upgrade under: IPv4-mapped IPv6 (`::ffff:a.b.c.d`) folds into IPv4. */
-export function limiterKey (ip: string): string {
-  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip
+/**
+ * The key a source address is counted under by the per-IP limits: IPv4 as
+ * it is, IPv4-mapped IPv6 (`::ffff:a.b.c.d`) as its IPv4, other IPv6 as its
+ * network of `ipv6PrefixLength` bits (`2001:db8:1:2::/64`): one subscriber
+ * usually holds a whole /64 and could otherwise rotate through it.
+ */
+export function addressKey (ip: string, ipv6PrefixLength: number): string {
+  if (!ip.includes(':')) return ip
+  if (ip.startsWith('::ffff:') && ip.includes('.')) return ip.slice(7)
+  if (ipv6PrefixLength >= 128) return ip
+  let address: ipaddr.IPv6
+  try {
+    address = ipaddr.IPv6.parse(ip)
+  } catch {
+    return ip
+  }
+  if (address.isIPv4MappedAddress()) return address.toIPv4Address().toString()
+  const parts = address.parts.slice()
+  for (let i = 0; i < 8; i++) {
+    const keep = Math.min(16, Math.max(0, ipv6PrefixLength - i * 16))
+    parts[i] &= keep === 0 ? 0 : (0xffff << (16 - keep)) & 0xffff
+  }
+  return `${new ipaddr.IPv6(parts).toString()}/${ipv6PrefixLength}`
 }

@@ -40,6 +40,16 @@ export interface MlesMetricsSnapshot {
   rejected_origin: number
   /** Frames of read-only members (`authorize` answered `publish: false`), dropped. */
   dropped_messages_readonly: number
+  /** Wire bytes of history held over every channel (bounded by `historyTotalBytes`). */
+  history_bytes: number
+  /** Frames of history evicted to stay within `historyTotalBytes` (or not kept for want of room), and those of channels forgotten at `maxChannels`. */
+  history_evicted_frames: number
+  /** Connections refused at `maxConnections`: upgrades answered 503, v1 connections closed. */
+  rejected_max_connections: number
+  /** Joins closed with 1013 because they would create a channel past `maxChannels` while every channel has members. */
+  rejected_max_channels: number
+  /** Joins closed with 1013 because their address had created `perIpChannelLimit` channels in the window. */
+  rejected_channel_rate: number
   /** Cluster mode (`redis`): failed Redis commands and connection errors. */
   cluster_errors: number
   /** Cluster mode: times the connection to Redis was lost. */
@@ -74,6 +84,10 @@ export class Metrics {
   rejectedOrigin = 0
   authorizeErrors = 0
   droppedReadonly = 0
+  historyEvictedFrames = 0
+  rejectedMaxConnections = 0
+  rejectedMaxChannels = 0
+  rejectedChannelRate = 0
   clusterErrors = 0
   clusterOutages = 0
   clusterUnsentFrames = 0
@@ -82,7 +96,7 @@ export class Metrics {
   clusterUnfilledGaps = 0
   clusterGapReads = 0
 
-  snapshot (activeConnections: number, channels: number): MlesMetricsSnapshot {
+  snapshot (activeConnections: number, channels: number, historyBytes: number): MlesMetricsSnapshot {
     return {
       active_connections: activeConnections,
       total_messages_sent: this.totalMessagesSent,
@@ -103,6 +117,11 @@ export class Metrics {
       authorize_errors: this.authorizeErrors,
       rejected_origin: this.rejectedOrigin,
       dropped_messages_readonly: this.droppedReadonly,
+      history_bytes: historyBytes,
+      history_evicted_frames: this.historyEvictedFrames,
+      rejected_max_connections: this.rejectedMaxConnections,
+      rejected_max_channels: this.rejectedMaxChannels,
+      rejected_channel_rate: this.rejectedChannelRate,
       cluster_errors: this.clusterErrors,
       cluster_outages: this.clusterOutages,
       cluster_unsent_frames: this.clusterUnsentFrames,

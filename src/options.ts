@@ -44,6 +44,14 @@ export interface MlesOptions {
   historyLimit?: number
   /** Bytes kept per channel; the oldest frames go first. Default 10 MiB. */
   historyMaxBytes?: number
+  /**
+   * Bytes of history kept over all channels together. Past it, the history of
+   * the least recently active channels goes first — channels without members
+   * before channels with members, which keep at least their share of it — and
+   * every frame evicted is counted (`history_evicted_frames`). 0 = no bound
+   * (not for a public server). Default 256 MiB, or `historyMaxBytes` if larger.
+   */
+  historyTotalBytes?: number
   /** A channel with no members and no activity for this long is forgotten with its history. Default 30 days. */
   channelIdleMs?: number
   /** Frames larger than this are dropped, not forwarded; the connection stays. Also the largest join frame. Default 1 MiB. */
@@ -62,6 +70,31 @@ export interface MlesOptions {
   perIpLimit?: number
   /** The per-IP window. Default 60 000 ms. */
   perIpWindowMs?: number
+  /**
+   * Channels one source address may create per `perIpWindowMs`; a join that
+   * would create one more is closed with 1013 "too many new channels".
+   * Joining an existing channel is not counted. 0 = no limit. Default 30.
+   */
+  perIpChannelLimit?: number
+  /**
+   * How much of an IPv6 address the per-IP limits key on: 64 counts a whole
+   * /64 (what one subscriber usually holds) as one address; 128 counts each
+   * address. IPv4 (and IPv4-mapped IPv6) always counts per address. Default 64.
+   */
+  ipv6PrefixLength?: number
+  /**
+   * Connections held at once (WebSocket and v1); an upgrade past it is refused
+   * with 503 and `Retry-After`. 0 = no limit. Default 65 536.
+   */
+  maxConnections?: number
+  /**
+   * Channels held at once. When a join would create one past it, the least
+   * recently active channel without members is forgotten (history and all) to
+   * make room; if every channel has members, the join is closed with 1013
+   * "too many channels". Channels the app makes (`subscribe`, `publish`) are
+   * never refused. 0 = no limit. Default 100 000.
+   */
+  maxChannels?: number
   /**
    * Unsent bytes a member may have queued from earlier event-loop turns before
    * it is disconnected as a slow consumer (close 1008 "slow consumer"). The
@@ -214,6 +247,7 @@ export interface ResolvedOptions {
   key: string | undefined
   historyLimit: number
   historyMaxBytes: number
+  historyTotalBytes: number
   channelIdleMs: number
   maxMessageBytes: number
   maxFrameBytes: number
@@ -223,6 +257,10 @@ export interface ResolvedOptions {
   joinTimeoutMs: number
   perIpLimit: number
   perIpWindowMs: number
+  perIpChannelLimit: number
+  ipv6PrefixLength: number
+  maxConnections: number
+  maxChannels: number
   maxBufferedBytes: number
   redis: ResolvedRedisOptions | undefined
   v1: { port: number, host: string, addressKey: string | undefined, peer: { host: string, port: number, retryMinMs: number, retryMaxMs: number } | undefined, webSocketPath: string | undefined } | undefined
@@ -248,6 +286,7 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, Exclude<NonIntegerO
   path: '/',
   historyLimit: 200,
   historyMaxBytes: 10 * MiB,
+  historyTotalBytes: 256 * MiB,
   channelIdleMs: 30 * DAY_MS,
   maxMessageBytes: MiB,
   maxFrameBytes: 8 * MiB,
@@ -257,6 +296,10 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, Exclude<NonIntegerO
   joinTimeoutMs: 30_000,
   perIpLimit: 60,
   perIpWindowMs: 60_000,
+  perIpChannelLimit: 30,
+  ipv6PrefixLength: 64,
+  maxConnections: 65_536,
+  maxChannels: 100_000,
   maxBufferedBytes: 4 * MiB,
   historyFlushMs: 1000,
   authorizeTimeoutMs: 5000,
@@ -267,6 +310,7 @@ export const DEFAULT_OPTIONS: Readonly<Omit<ResolvedOptions, Exclude<NonIntegerO
 const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, NonIntegerOption>, readonly [number, number]> = {
   historyLimit: [0, 1_000_000],
   historyMaxBytes: [0, Number.MAX_SAFE_INTEGER],
+  historyTotalBytes: [0, Number.MAX_SAFE_INTEGER],
   channelIdleMs: [1, 100 * 365 * DAY_MS],
   maxMessageBytes: [1, 1024 * MiB],
   maxFrameBytes: [1, 1024 * MiB],
@@ -276,6 +320,10 @@ const INTEGER_RANGES: Record<Exclude<keyof ResolvedOptions, NonIntegerOption>, r
   joinTimeoutMs: [1, MAX_TIMER_MS],
   perIpLimit: [0, 1_000_000_000],
   perIpWindowMs: [1, MAX_TIMER_MS],
+  perIpChannelLimit: [0, 1_000_000_000],
+  ipv6PrefixLength: [1, 128],
+  maxConnections: [0, 1_000_000_000],
+  maxChannels: [0, 1_000_000_000],
   maxBufferedBytes: [1, Number.MAX_SAFE_INTEGER],
   historyFlushMs: [1, MAX_TIMER_MS],
   authorizeTimeoutMs: [1, MAX_TIMER_MS]
@@ -537,6 +585,7 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     key,
     historyLimit: integerOption('historyLimit', given.historyLimit),
     historyMaxBytes: integerOption('historyMaxBytes', given.historyMaxBytes),
+    historyTotalBytes: integerOption('historyTotalBytes', given.historyTotalBytes),
     channelIdleMs: integerOption('channelIdleMs', given.channelIdleMs),
     maxMessageBytes: integerOption('maxMessageBytes', given.maxMessageBytes),
     maxFrameBytes: integerOption('maxFrameBytes', given.maxFrameBytes),
@@ -546,6 +595,10 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
     joinTimeoutMs: integerOption('joinTimeoutMs', given.joinTimeoutMs),
     perIpLimit: integerOption('perIpLimit', given.perIpLimit),
     perIpWindowMs: integerOption('perIpWindowMs', given.perIpWindowMs),
+    perIpChannelLimit: integerOption('perIpChannelLimit', given.perIpChannelLimit),
+    ipv6PrefixLength: integerOption('ipv6PrefixLength', given.ipv6PrefixLength),
+    maxConnections: integerOption('maxConnections', given.maxConnections),
+    maxChannels: integerOption('maxChannels', given.maxChannels),
     maxBufferedBytes: integerOption('maxBufferedBytes', given.maxBufferedBytes),
     redis: redisOption(given.redis),
     v1: v1Option(given.v1, env),
@@ -580,6 +633,8 @@ export function resolveOptions (options: MlesOptions | undefined, env: Record<st
   // Defaults of the byte bounds follow a larger maxMessageBytes instead of failing.
   if (given.maxFrameBytes === undefined) resolved.maxFrameBytes = Math.max(resolved.maxFrameBytes, resolved.maxMessageBytes)
   if (given.maxBufferedBytes === undefined) resolved.maxBufferedBytes = Math.max(resolved.maxBufferedBytes, resolved.maxMessageBytes)
+  // One channel may always fill its own bound.
+  if (given.historyTotalBytes === undefined) resolved.historyTotalBytes = Math.max(resolved.historyTotalBytes, resolved.historyMaxBytes)
   if (resolved.maxFrameBytes < resolved.maxMessageBytes) {
     throw new MlesOptionError('maxFrameBytes', `must be at least maxMessageBytes (${resolved.maxMessageBytes}) and at most ${INTEGER_RANGES.maxFrameBytes[1]} (got ${resolved.maxFrameBytes})`)
   }

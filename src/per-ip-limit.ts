@@ -2,7 +2,7 @@ import type { RateLimitOptions } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { RedisConnection } from './cluster/redis-connection.js'
 import type { MlesEndpoint } from './endpoint.js'
-import { limiterKey } from './ip-limiter.js'
+import { addressKey } from './ip-limiter.js'
 
 type RateLimitPlugin = typeof import('@fastify/rate-limit').default
 
@@ -65,7 +65,7 @@ export class PerIpLimit {
       timeWindow: perIpWindowMs,
       // Addresses tracked per route in memory (without redis); past it the least recent starts a new window.
       cache: ADDRESSES_TRACKED,
-      keyGenerator: (request) => limiterKey(request.ip),
+      keyGenerator: (request) => addressKey(request.ip, this.server.options.ipv6PrefixLength),
       allowList: exempt === undefined ? [] : (request) => exempt(request),
       ban: -1,
       continueExceeding: false,

@@ -2,6 +2,8 @@ import type { Socket } from 'node:net'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { RawData, WebSocket } from 'ws'
 import { verifyAuth } from './auth.js'
+import type { ChannelRefusal } from './channel-limits.js'
+import { readFairly } from './fair-reading.js'
 import type { Lease, RedisBus } from './cluster/redis-bus.js'
 import type { Channel } from './hub/channel.js'
 import type { Hub, HubMember } from './hub/hub.js'
@@ -20,6 +22,8 @@ export interface SessionContext {
   /** The Redis engine in cluster mode; null on a single node. */
   readonly cluster: RedisBus<HubMember> | null
   sessionClosed: (session: Session) => void
+  /** Why a join from `ip` may not create channel `name` now (`maxChannels`, `perIpChannelLimit`); null when it may. */
+  channelRefusal: (name: string, ip: string) => ChannelRefusal | null
   /** A member entered its channel (after its replay). */
   memberJoined: (member: Session) => void
   /** A member left the channel it had entered, for whatever reason. */
@@ -121,6 +125,7 @@ export class Session implements HubMember, KeepAliveTarget {
     const inherited = ws.listeners('error') as Array<(...args: unknown[]) => void>
     ws.on('error', onError)
     for (const listener of inherited) ws.off('error', listener)
+    readFairly(socket._socket)
     this.joinTimer = setTimeout(onJoinTimeout, context.options.joinTimeoutMs, this)
   }
 
@@ -301,6 +306,14 @@ export class Session implements HubMember, KeepAliveTarget {
 
   /** Joins the hub's channel; false (and the connection closing) if the uid is taken here. */
   private enter (channelName: string, storedFrame: Buffer): boolean {
+    const request = this.request
+    if (request !== null) this.ip = request.ip
+    const refusal = this.context.channelRefusal(channelName, this.ip)
+    if (refusal !== null) {
+      this.context.log.debug({ uid: this.uid, channel: channelName, refusal }, 'mles: join would create a channel past a limit; closing with 1013')
+      this.close(CloseCode.TRY_AGAIN_LATER, refusal === 'channel rate' ? CloseReason.CHANNEL_RATE : CloseReason.TOO_MANY_CHANNELS)
+      return false
+    }
     const channel = this.context.hub.join(this, channelName, storedFrame)
     if (channel === null) {
       this.refuseDuplicate(channelName)
@@ -308,10 +321,8 @@ export class Session implements HubMember, KeepAliveTarget {
     }
     this.channel = channel
     this.channelName = channelName
-    const request = this.request
     this.request = null
     if (request !== null) {
-      this.ip = request.ip
       const origin = request.headers.origin
       this.origin = typeof origin === 'string' ? origin : null
     }

@@ -10,6 +10,8 @@ import type { MlesEndpoint } from './endpoint.js'
 const STRATEGY = 'mlesWebSocketUpgrade'
 const UPGRADE = 'websocket'
 const kMlesUpgrade = Symbol('mles.upgrade')
+/** The `Retry-After` of an upgrade refused at `maxConnections`, in seconds. */
+const RETRY_AFTER_FULL_S = 10
 
 interface MarkedRequest extends IncomingMessage {
   [kMlesUpgrade]?: true
@@ -144,9 +146,14 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
   }
   const endpoint: UpgradeRoute = route ?? { url: server.options.path, offers: offersMlesProtocol, accept: (ws, request) => { server.accept(ws, request) } }
 
-  const refuseWhileClosing = (_request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
-    if (server.isClosed) refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
-    else done()
+  const refuseWhileClosing = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+    if (server.isClosed) {
+      refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
+    } else if (!server.admitsConnection(request.raw.socket)) {
+      refuse(reply.header('retry-after', String(RETRY_AFTER_FULL_S)), 503, 'Service Unavailable', `the server holds its most connections (${server.options.maxConnections}); try again later`)
+    } else {
+      done()
+    }
   }
 
   const originAllowed = originPolicy(server.options)

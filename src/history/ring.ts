@@ -1,4 +1,5 @@
 import { encodeFrame, encodeFrameInto, wireLength } from '../protocol/frame.js'
+import type { HistoryBudget } from './budget.js'
 
 /** Chunks start small (quiet channels cost little) and grow with the history, up to this. */
 const MIN_CHUNK_BYTES = 256
@@ -45,7 +46,9 @@ export class HistoryRing {
 
   constructor (
     private readonly limit: number,
-    private readonly maxBytes: number
+    private readonly maxBytes: number,
+    /** The bound over all channels (`historyTotalBytes`) this ring counts against; null for a scratch ring. */
+    private readonly budget: HistoryBudget | null = null
   ) {}
 
   /** Number of frames held. */
@@ -57,7 +60,8 @@ export class HistoryRing {
   /**
    * Encodes a frame, stores it (evicting the oldest to stay within both
    * bounds) and returns its wire bytes, which never change afterwards. A frame
-   * larger than `maxBytes` alone is encoded but not kept.
+   * larger than `maxBytes` alone, or one the budget has no room for, is
+   * encoded but not kept.
    */
   append (payload: Uint8Array, isBinary: boolean, sender: string | null = null, join = false): Buffer {
     const length = wireLength(payload.length)
@@ -65,10 +69,14 @@ export class HistoryRing {
       this.lastAppendKept = false
       return encodeFrame(payload, isBinary)
     }
-    this.lastAppendKept = true
     while (this.count > 0 && (this.count === this.limit || this.totalBytes + length > this.maxBytes)) {
       this.evictOldest()
     }
+    if (this.budget !== null && !this.budget.admits(length, this)) {
+      this.lastAppendKept = false
+      return encodeFrame(payload, isBinary)
+    }
+    this.lastAppendKept = true
     const chunk = this.chunkWithRoom(length)
     const offset = chunk.used
     encodeFrameInto(chunk.bytes, offset, payload, isBinary)
@@ -81,6 +89,7 @@ export class HistoryRing {
     this.joins[slot] = join ? 1 : 0
     this.count++
     this.totalBytes += length
+    if (this.budget !== null) this.budget.held += length
     return chunk.bytes.subarray(offset, offset + length)
   }
 
@@ -126,8 +135,20 @@ export class HistoryRing {
     return chunk
   }
 
+  /** Evicts the oldest frames until at most `bytes` are held; returns how many went. */
+  trimTo (bytes: number): number {
+    let evicted = 0
+    while (this.count > 0 && this.totalBytes > bytes) {
+      this.evictOldest()
+      evicted++
+    }
+    return evicted
+  }
+
   private evictOldest (): void {
-    this.totalBytes -= this.lengths[this.first]
+    const length = this.lengths[this.first]
+    this.totalBytes -= length
+    if (this.budget !== null) this.budget.held -= length
     this.senders[this.first] = null
     this.first = (this.first + 1) % this.starts.length
     this.count--

@@ -1,3 +1,4 @@
+import { HistoryBudget, type HistoryReclaimer } from '../history/budget.js'
 import { HistoryRing } from '../history/ring.js'
 import type { HistoryStore } from '../history/store.js'
 import type { Metrics } from '../metrics.js'
@@ -45,13 +46,29 @@ export interface HubObserver {
 export interface HubLimits {
   historyLimit: number
   historyMaxBytes: number
+  /** 0 = no bound over all channels. */
+  historyTotalBytes: number
   channelIdleMs: number
   maxBufferedBytes: number
+  /** 0 = no limit. */
+  maxChannels: number
 }
 
+/**
+ * Eviction for the budget empties the history a sixteenth below its bound, so
+ * that a full budget is scanned once per that many bytes, not at every frame.
+ */
+const BUDGET_SLACK = 1 / 16
+/** At `maxChannels`, this share of the channels without members goes at once, so the scan is not made at every new channel. */
+const RECYCLED_SHARE = 1 / 100
+
+const byActivity = (a: Channel<HubMember>, b: Channel<HubMember>): number => a.lastActivity - b.lastActivity
+
 /** Channels, membership and fan-out (SPEC §2, §4, §5): who gets which frame. */
-export class Hub<M extends HubMember> {
+export class Hub<M extends HubMember> implements HistoryReclaimer {
   private readonly channels = new Map<string, Channel<M>>()
+  /** The history of every channel together (option `historyTotalBytes`). */
+  readonly budget: HistoryBudget
 
   constructor (
     private readonly limits: HubLimits,
@@ -64,10 +81,15 @@ export class Hub<M extends HubMember> {
     private readonly replication: Replication | null = null,
     /** The v1 bridge's encoding; null without v1 members. */
     private readonly v1: V1Translator | null = null
-  ) {}
+  ) {
+    this.budget = new HistoryBudget(limits.historyTotalBytes === 0 ? Infinity : limits.historyTotalBytes, this)
+  }
 
   /** Told of joins and empty channels; set by the v1 peer links. */
   observer: HubObserver | null = null
+
+  /** Told how many frames of history the budget (or `maxChannels`) has just evicted. */
+  onHistoryEvicted: ((frames: number, channels: number) => void) | null = null
 
   /** Numbers the frames published on this node, in cluster mode. */
   private sequence = 0
@@ -88,7 +110,7 @@ export class Hub<M extends HubMember> {
   channelOrCreate (name: string): Channel<M> {
     let channel = this.channels.get(name)
     if (channel === undefined) {
-      const history = new HistoryRing(this.limits.historyLimit, this.limits.historyMaxBytes)
+      const history = new HistoryRing(this.limits.historyLimit, this.limits.historyMaxBytes, this.budget)
       if (this.store !== null) {
         for (const wire of this.store.load(name)) history.append(framePayload(wire), isBinaryFrame(wire))
       }
@@ -366,6 +388,92 @@ export class Hub<M extends HubMember> {
       channel.lastActivity = Date.now()
       if (this.replication !== null && channel.isUnused() && this.channels.get(channel.name) === channel) this.replication.channelUnused(channel.name)
     }
+  }
+
+  /**
+   * Makes room in the budget for `needed` more bytes (HistoryReclaimer):
+   * first the whole history of channels without members or subscribers,
+   * least recently active first; then the oldest frames of the channels in
+   * use, least recently active first, none below its share of the budget
+   * (the bound divided by the channels in use), so a flood in some channels
+   * cannot empty the others. Only the oldest frames go: every replay stays a
+   * gap-free tail of what the members saw.
+   */
+  reclaim (needed: number, asking: object): void {
+    const budget = this.budget
+    const slack = Math.floor(budget.limit * BUDGET_SLACK)
+    const target = Math.max(0, budget.limit - needed - slack)
+    const idle: Array<Channel<M>> = []
+    const live: Array<Channel<M>> = []
+    for (const channel of this.channels.values()) {
+      if (channel.history.bytes === 0) continue
+      // The channel being written to is never forgotten under its writer, only trimmed.
+      if (channel.isUnused() && channel.history !== asking) idle.push(channel)
+      else live.push(channel)
+    }
+    let frames = 0
+    let channels = 0
+    idle.sort(byActivity)
+    for (let i = 0; i < idle.length && budget.held > target; i++) {
+      frames += this.forgetHistory(idle[i])
+      channels++
+    }
+    if (budget.held > target && live.length > 0) {
+      live.sort(byActivity)
+      const share = Math.floor((budget.limit - slack) / live.length)
+      for (let i = 0; i < live.length && budget.held > target; i++) {
+        const history = live[i].history
+        const floor = history === asking ? Math.max(0, share - needed) : share
+        const evicted = history.trimTo(Math.max(floor, history.bytes - (budget.held - target)))
+        if (evicted > 0) {
+          frames += evicted
+          channels++
+        }
+      }
+    }
+    this.historyEvicted(frames, channels)
+  }
+
+  notKept (): void {
+    this.historyEvicted(1, 1)
+  }
+
+  /**
+   * Whether a new channel may be created (option `maxChannels`): at the
+   * bound, the least recently active channels without members or
+   * subscribers are forgotten to make room (a few at once); false when every
+   * channel is in use.
+   */
+  roomForChannel (): boolean {
+    const max = this.limits.maxChannels
+    if (max === 0 || this.channels.size < max) return true
+    const idle: Array<Channel<M>> = []
+    for (const channel of this.channels.values()) {
+      if (channel.isUnused()) idle.push(channel)
+    }
+    if (idle.length === 0) return false
+    idle.sort(byActivity)
+    const batch = Math.min(idle.length, Math.max(1, Math.floor(max * RECYCLED_SHARE)))
+    let frames = 0
+    for (let i = 0; i < batch; i++) frames += this.forgetHistory(idle[i])
+    this.historyEvicted(frames, batch)
+    return this.channels.size < max
+  }
+
+  /** Empties the history of an unused channel and forgets it (on a single node; the cluster engine drops its own). */
+  private forgetHistory (channel: Channel<M>): number {
+    const frames = channel.history.trimTo(0)
+    if (this.replication === null) {
+      this.channels.delete(channel.name)
+      if (this.store !== null) this.store.forget(channel.name)
+    }
+    return frames
+  }
+
+  private historyEvicted (frames: number, channels: number): void {
+    if (frames === 0) return
+    this.metrics.historyEvictedFrames += frames
+    if (this.onHistoryEvicted !== null) this.onHistoryEvicted(frames, channels)
   }
 
   /** Forgets channels with no members and no subscribers, inactive for `channelIdleMs`. */

@@ -12,7 +12,9 @@ export const CloseCode = {
   /** The join frame was larger than allowed. */
   MESSAGE_TOO_BIG: 1009,
   /** A server bug, or the app's `authorize` failed; the connection is closed, the server carries on. */
-  INTERNAL_ERROR: 1011
+  INTERNAL_ERROR: 1011,
+  /** A limit of the server was reached (`maxChannels`, `perIpChannelLimit`): a later retry may succeed. */
+  TRY_AGAIN_LATER: 1013
 } as const
 
 export type CloseCode = typeof CloseCode[keyof typeof CloseCode]
@@ -32,5 +34,7 @@ export const CloseReason = {
   AUTHORIZE_TIMEOUT: 'authorization timeout',
   KEEPALIVE_TIMEOUT: 'keep-alive timeout',
   SLOW_CONSUMER: 'slow consumer',
+  TOO_MANY_CHANNELS: 'try again later: too many channels',
+  CHANNEL_RATE: 'try again later: too many new channels from this address',
   INTERNAL_ERROR: 'internal error'
 } as const

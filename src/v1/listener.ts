@@ -1,7 +1,7 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import type { FastifyBaseLogger } from 'fastify'
 import type { V1Translator } from '../hub/hub.js'
-import { limiterKey, type PerIpLimiter } from '../ip-limiter.js'
+import { addressKey, type PerIpLimiter } from '../ip-limiter.js'
 import type { Metrics } from '../metrics.js'
 import { cidOfKey, v1Key, type V1KeyMode } from './key.js'
 import { encodeFrame } from './frame.js'
@@ -27,6 +27,13 @@ export function v1Translator (keyMode: V1KeyMode): V1Translator {
   }
 }
 
+/** What the listener needs of the endpoint that owns it. */
+export interface V1ListenerOwner {
+  readonly counters: Metrics
+  /** Whether one more connection fits under `maxConnections` (counted when not). */
+  admitsConnection: () => boolean
+}
+
 /**
  * The v1 TCP listener (SPEC-v1 §1): accepts connections, applies the per-IP
  * limit, owns the v1 sessions — and those of CBOR WebSocket clients at
@@ -41,7 +48,7 @@ export class V1Listener {
   constructor (
     private readonly context: V1MemberContext,
     private readonly limiter: PerIpLimiter,
-    private readonly counters: Metrics,
+    private readonly owner: V1ListenerOwner,
     private readonly log: FastifyBaseLogger
   ) {
     this.server = createServer((socket) => { this.accept(socket) })
@@ -78,9 +85,13 @@ export class V1Listener {
   }
 
   private accept (socket: Socket): void {
-    const ip = limiterKey(socket.remoteAddress ?? '')
+    const ip = addressKey(socket.remoteAddress ?? '', this.context.options.ipv6PrefixLength)
     if (this.limiter.take(ip, Date.now()) > 0) {
-      this.counters.droppedByIp++
+      this.owner.counters.droppedByIp++
+      socket.destroy()
+      return
+    }
+    if (!this.owner.admitsConnection()) {
       socket.destroy()
       return
     }

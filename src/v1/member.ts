@@ -5,6 +5,7 @@ import type { Hub, HubMember } from '../hub/hub.js'
 import type { RecipientSocket } from '../hub/outbox.js'
 import type { Metrics } from '../metrics.js'
 import type { ResolvedOptions } from '../options.js'
+import type { ChannelRefusal } from '../channel-limits.js'
 import type { PresentMember } from '../presence.js'
 import { readPrefix, V1_PREFIX_BYTES } from './frame.js'
 import { addressString, keyStrings, v1Key, type V1KeyMode } from './key.js'
@@ -19,13 +20,15 @@ export interface V1MemberContext {
   readonly keyMode: V1KeyMode
   /** The Redis engine in cluster mode: uids are then taken cluster-wide. */
   readonly cluster: RedisBus<HubMember> | null
+  /** Why a join from `ip` may not create channel `name` now (`maxChannels`, `perIpChannelLimit`); null when it may. */
+  channelRefusal: (name: string, ip: string) => ChannelRefusal | null
   /** A member entered its channel, and left it (the app's join and leave events). */
   memberJoined: (member: PresentMember) => void
   memberLeft: (member: PresentMember) => void
 }
 
 /** Why a member's carrier is ended: its join was refused, or the member was dropped. */
-export type V1EndReason = 'bad first frame' | 'key mismatch' | 'duplicate' | 'slow consumer' | 'internal error' | 'closed'
+export type V1EndReason = 'bad first frame' | 'key mismatch' | 'duplicate' | 'slow consumer' | 'too many channels' | 'channel rate' | 'internal error' | 'closed'
 
 /**
  * What carries a v1 member's frames: a v1 TCP connection (V1Session), or
@@ -184,6 +187,12 @@ export class V1Member implements HubMember {
   private enter (channelName: string, message: Uint8Array, frames: Buffer[]): void {
     const { counters, hub, log } = this.context
     const first = frames[0]
+    const refusal = this.context.channelRefusal(channelName, this.carrier.remoteAddress)
+    if (refusal !== null) {
+      log.debug({ uid: this.uid, channel: channelName, refusal }, 'mles v1: join would create a channel past a limit; closing')
+      this.close(refusal)
+      return
+    }
     const storedJoinFrame = Buffer.from(JSON.stringify({ uid: this.uid, channel: channelName }))
     const channel = hub.join(this, channelName, storedJoinFrame, first)
     if (channel === null) {

@@ -32,6 +32,8 @@ const END_CLOSES: Record<V1EndReason, [number, string]> = {
   'key mismatch': [CloseCode.POLICY_VIOLATION, CloseReason.AUTH_FAILED],
   duplicate: [CloseCode.POLICY_VIOLATION, CloseReason.DUPLICATE],
   'slow consumer': [CloseCode.POLICY_VIOLATION, CloseReason.SLOW_CONSUMER],
+  'too many channels': [CloseCode.TRY_AGAIN_LATER, CloseReason.TOO_MANY_CHANNELS],
+  'channel rate': [CloseCode.TRY_AGAIN_LATER, CloseReason.CHANNEL_RATE],
   'internal error': [CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR],
   closed: [1000, '']
 }

@@ -66,3 +66,26 @@ async function startMlesDual (options: { perIpLimit: number }): Promise<{ app: i
   await app.listen({ port: 0, host: '::' })
   return { app, port: (app.server.address() as { port: number }).port }
 }
+
+test('an IPv6 /64 rotating its low bits counts as one address; another /64 does not; ipv6PrefixLength 128 counts each address', async () => {
+  const from = (ip: string): { headers: Record<string, string> } => ({ headers: { 'x-forwarded-for': ip } })
+  const rotating = (i: number): string => `2001:db8:5:6:${(i * 7919).toString(16)}:${i.toString(16)}:0:${(i + 1).toString(16)}`
+  const by64 = await startMles({ perIpLimit: 5 }, undefined, { trustProxy: true })
+  const clients: TestClient[] = []
+  for (let i = 0; i < 5; i++) clients.push(await TestClient.connect(by64.url, 'mles-websocket', from(rotating(i))))
+  const refused = await refusedUpgrade(by64.url, 'mles-websocket', from(rotating(5)))
+  assert.equal(refused.status, 429)
+  assert.equal(by64.app.mles.metrics().dropped_by_ip, 1)
+  clients.push(await TestClient.connect(by64.url, 'mles-websocket', from('2001:db8:5:7::1')))
+  // IPv4-mapped IPv6 and IPv4 are one address.
+  for (let i = 0; i < 5; i++) clients.push(await TestClient.connect(by64.url, 'mles-websocket', from(i % 2 === 0 ? '192.0.2.9' : '::ffff:192.0.2.9')))
+  assert.equal((await refusedUpgrade(by64.url, 'mles-websocket', from('192.0.2.9'))).status, 429)
+  for (const client of clients.splice(0)) client.close()
+  await by64.app.close()
+
+  const byAddress = await startMles({ perIpLimit: 5, ipv6PrefixLength: 128 }, undefined, { trustProxy: true })
+  for (let i = 0; i < 8; i++) clients.push(await TestClient.connect(byAddress.url, 'mles-websocket', from(rotating(i))))
+  assert.equal(byAddress.app.mles.metrics().dropped_by_ip, 0)
+  for (const client of clients) client.close()
+  await byAddress.app.close()
+})
