@@ -2,6 +2,7 @@
 // npm run bench -- --render [--readme]
 // npm run bench -- --startup [--runs N] [--readme]   (bench/startup.ts)
 // npm run bench -- --storm [--members N] [--channels N] [--scenarios restart,…] [--runs N]   (bench/storm.ts, W8)
+// npm run bench -- --access-log [--runs N] [--generators N]   (bench/access-log.ts: W4 with and without per-request logs)
 //
 // Starts each server fresh for every measurement on one core and the load
 // generator on another (taskset), runs the workloads, and reports medians of
@@ -38,6 +39,7 @@ const { values: args } = parseArgs({
     render: { type: 'boolean', default: false },
     startup: { type: 'boolean', default: false },
     storm: { type: 'boolean', default: false },
+    'access-log': { type: 'boolean', default: false },
     members: { type: 'string' },
     channels: { type: 'string' },
     scenarios: { type: 'string' },
@@ -101,6 +103,31 @@ if (args.storm === true) {
   process.stdout.write(stormTable(results, { date: new Date().toISOString(), cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version }) + '\n')
   process.stderr.write('bench: --storm: wrote bench/results/storm.json and storm.md\n')
   process.exit(results.every((result) => result.all_back_ms !== null) ? 0 : 1)
+}
+
+// What per-request access logs cost a join storm: W4 against the `mles` command, with and without --access-log.
+if (args['access-log'] === true) {
+  const other = (['quick', 'peers', 'cluster', 'workloads', 'systems', 'render', 'readme', 'startup', 'storm'] as const).filter((name) => args[name] !== undefined && args[name] !== false)
+  if (other.length > 0) fail(`--access-log takes only --runs and --generators, not ${other.map((name) => `--${name}`).join(', ')}`)
+  const logRuns = args.runs === undefined ? 5 : Number(args.runs)
+  if (!Number.isInteger(logRuns) || logRuns < 1 || logRuns > 20) fail('--runs must be an integer from 1 to 20')
+  const pinned = availableParallelism() >= 2 && spawnSync('sh', ['-c', 'command -v taskset']).status === 0
+  const generators = args.generators === undefined ? Math.max(2, availableParallelism() - 1) : Number(args.generators)
+  if (!Number.isInteger(generators) || generators < 1 || generators > 64) fail('--generators must be an integer from 1 to 64')
+  const { runAccessLogBench, accessLogTable } = await import('./access-log.js')
+  const joiners = 4000
+  const results = await runAccessLogBench({
+    projectRoot,
+    joiners,
+    runs: logRuns,
+    generators,
+    serverPin: pinned ? ['taskset', '-c', '0'] : [],
+    generatorCores: pinned ? Array.from({ length: availableParallelism() - 1 }, (_, i) => String(i + 1)) : [],
+    generatorCommand: [process.execPath, join(here, 'generator.js')]
+  })
+  process.stdout.write(accessLogTable(results, { date: new Date().toISOString(), cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version, joiners, generators }, resultsDir) + '\n')
+  process.stderr.write('bench: --access-log: wrote bench/results/access-log.json and access-log.md\n')
+  process.exit(0)
 }
 
 // Re-publishing saved results needs nothing but the saved file: no servers, peers or pinning.

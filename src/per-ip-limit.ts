@@ -22,8 +22,6 @@ export class PerIpLimitError extends Error {
  * `redis`, the counts live in Redis and the limit holds across the cluster.
  */
 export class PerIpLimit {
-  private warnedUntil = 0
-
   private constructor (
     private readonly server: MlesEndpoint,
     private readonly plugin: RateLimitPlugin,
@@ -91,9 +89,7 @@ export class PerIpLimit {
 
   private refused (request: FastifyRequest, ip: string, message: string): void {
     this.server.counters.droppedByIp++
-    const now = Date.now()
-    if (now < this.warnedUntil) return
-    this.warnedUntil = now + this.server.options.perIpWindowMs
-    request.log.warn({ ip }, `mles: per-IP limit reached (${message}); refusing with 429 (logged once per window)`)
+    request.log.debug({ ip }, `mles: per-IP limit reached (${message}); refusing with 429`)
+    this.server.notices.write('warn', 'per-ip', { ip }, `mles: per-IP limit reached (${message}); refusing with 429`)
   }
 }

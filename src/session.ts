@@ -9,6 +9,7 @@ import type { Channel } from './hub/channel.js'
 import type { Hub, HubMember } from './hub/hub.js'
 import { PING_FRAME, stillAlive, type KeepAliveTarget } from './keepalive.js'
 import type { Metrics } from './metrics.js'
+import type { ThrottledLog } from './throttled-log.js'
 import type { MlesAuthorization, ResolvedOptions } from './options.js'
 import { CloseCode, CloseReason } from './protocol/close.js'
 import { parseHeader } from './protocol/header.js'
@@ -19,6 +20,8 @@ export interface SessionContext {
   readonly hub: Hub<HubMember>
   readonly counters: Metrics
   readonly log: FastifyBaseLogger
+  /** Refusals and failures an operator acts on, logged at most once a minute per kind. */
+  readonly notices: ThrottledLog
   /** The Redis engine in cluster mode; null on a single node. */
   readonly cluster: RedisBus<HubMember> | null
   sessionClosed: (session: Session) => void
@@ -250,7 +253,8 @@ export class Session implements HubMember, KeepAliveTarget {
     if (this.shut) return
     this.clearAuthorizeTimer()
     this.context.counters.authorizeErrors++
-    this.context.log.error({ err: error, uid: this.uid }, 'mles: authorize failed; closing the connection with 1011')
+    this.context.log.debug({ err: error, uid: this.uid }, 'mles: authorize failed; closing the connection with 1011')
+    this.context.notices.write('error', 'authorize-error', { err: error, uid: this.uid }, 'mles: authorize failed; closing the connection with 1011')
     this.close(CloseCode.INTERNAL_ERROR, CloseReason.INTERNAL_ERROR)
   }
 
@@ -258,7 +262,7 @@ export class Session implements HubMember, KeepAliveTarget {
     this.authorizeTimer = null
     if (this.shut) return
     this.context.counters.rejectedAuthorize++
-    this.context.log.warn({ uid: this.uid, timeoutMs: this.context.options.authorizeTimeoutMs }, 'mles: authorize did not answer in time; join refused')
+    this.context.notices.write('warn', 'authorize-timeout', { uid: this.uid, timeoutMs: this.context.options.authorizeTimeoutMs }, 'mles: authorize did not answer in time; join refused')
     this.close(CloseCode.POLICY_VIOLATION, CloseReason.AUTHORIZE_TIMEOUT)
   }
 

@@ -160,6 +160,7 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
   const refuseOrigin = (request: FastifyRequest, reply: FastifyReply, origin: string | undefined): void => {
     server.counters.rejectedOrigin++
     request.log.debug({ origin }, 'mles: upgrade from an origin not allowed; refusing with 403')
+    server.notices.write('info', 'origin', { origin: origin?.slice(0, 100) ?? null }, 'mles: upgrades from an origin not allowed (allowedOrigins) refused with 403')
     refuse(reply, 403, 'Forbidden', origin === undefined ? 'an Origin header is required' : `origin ${JSON.stringify(origin.slice(0, 100))} is not allowed`)
   }
 

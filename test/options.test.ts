@@ -18,6 +18,17 @@ test('defaults', () => {
   assert.equal(resolved.joinTimeoutMs, 30000)
   assert.equal(resolved.perIpLimit, 60)
   assert.equal(resolved.perIpWindowMs, 60000)
+  assert.equal(resolved.historyTotalBytes, 256 * 1024 * 1024)
+  assert.equal(resolved.perIpChannelLimit, 30)
+  assert.equal(resolved.ipv6PrefixLength, 64)
+  assert.equal(resolved.maxConnections, 65_536)
+  assert.equal(resolved.maxChannels, 100_000)
+})
+
+test('the history budget follows a larger historyMaxBytes by default, and takes what it is given', () => {
+  assert.equal(resolveOptions({ historyMaxBytes: 512 * 1024 * 1024 }, {}).historyTotalBytes, 512 * 1024 * 1024)
+  assert.equal(resolveOptions({ historyMaxBytes: 512 * 1024 * 1024, historyTotalBytes: 1000 }, {}).historyTotalBytes, 1000)
+  assert.equal(resolveOptions({ historyTotalBytes: 0 }, {}).historyTotalBytes, 0)
 })
 
 test('key comes from the option, else from MLES_KEY; empty MLES_KEY means none', () => {
@@ -40,6 +51,12 @@ test('byte bounds follow a larger maxMessageBytes by default', () => {
 })
 
 const bad: Array<[Record<string, unknown>, string, RegExp]> = [
+  [{ historyTotalBytes: -1 }, 'historyTotalBytes', /integer from 0/],
+  [{ maxConnections: 1.5 }, 'maxConnections', /integer from 0 to 1000000000/],
+  [{ maxChannels: '10' }, 'maxChannels', /got "10"/],
+  [{ perIpChannelLimit: -2 }, 'perIpChannelLimit', /from 0/],
+  [{ ipv6PrefixLength: 0 }, 'ipv6PrefixLength', /from 1 to 128 \(got 0\)/],
+  [{ ipv6PrefixLength: 129 }, 'ipv6PrefixLength', /from 1 to 128/],
   [{ historyLimit: -1 }, 'historyLimit', /from 0 to 1000000 \(got -1\)/],
   [{ historyLimit: 1.5 }, 'historyLimit', /integer/],
   [{ historyLimit: '200' }, 'historyLimit', /got "200"/],

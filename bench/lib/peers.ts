@@ -120,7 +120,7 @@ export function serverNodeArgs (): string[] {
 export async function startMlesProcess (cli: string, args: string[], { pin = [], port = 0 }: { pin?: string[], port?: number } = {}): Promise<{ child: ChildProcess, port: number }> {
   const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
   const command = [...pin, process.execPath, ...serverNodeArgs(), cli, '--host', '127.0.0.1', '--port', String(port), '-d', 'localhost', '-w', wwwroot,
-    '--messages-per-second', '0', '--per-ip-limit', '0', '--metrics-interval', '0', ...args]
+    '--messages-per-second', '0', '--per-ip-limit', '0', '--per-ip-channel-limit', '0', '--metrics-interval', '0', ...args]
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
   const served = await new Promise<number>((resolve, reject) => {
     let output = ''

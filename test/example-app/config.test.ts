@@ -21,6 +21,13 @@ test('the reference defaults (SPEC §8) and ours', () => {
   assert.equal(c.compressionCacheMb, 10)
   assert.equal(c.perIpLimit, 60)
   assert.equal(c.perIpWindowSec, 60)
+  assert.equal(c.perIpChannelLimit, 30)
+  assert.equal(c.ipv6PrefixLength, 64)
+  assert.equal(c.maxConnections, 65_536)
+  assert.equal(c.maxChannels, 100_000)
+  assert.equal(c.historyTotalMb, 256)
+  assert.equal(c.trustProxy, undefined)
+  assert.equal(c.accessLog, false)
   assert.equal(c.email, undefined)
   assert.equal(c.cache, undefined)
   assert.equal(c.host, '::', 'every address, IPv6 and IPv4')
@@ -69,6 +76,18 @@ test('our flags', () => {
   assert.deepEqual(config(['-d', 'a.test', '-w', www, '--redis-sentinel', 'redis://s1:26379,redis://s2', '--redis-master', 'mymaster']).redis, { sentinels: ['redis://s1:26379', 'redis://s2'], masterName: 'mymaster' })
 })
 
+test('the limits of a public server, the trusted proxies, the access log', () => {
+  const limits = config(['-d', 'a.test', '-w', www, '--per-ip-channel-limit', '5', '--ipv6-prefix', '56', '--max-connections', '1000', '--max-channels', '0',
+    '--history-total', '64', '--trust-proxy', '10.0.0.0/8', '--trust-proxy', 'loopback', '--trust-proxy', '::1', '--access-log'])
+  assert.equal(limits.perIpChannelLimit, 5)
+  assert.equal(limits.ipv6PrefixLength, 56)
+  assert.equal(limits.maxConnections, 1000)
+  assert.equal(limits.maxChannels, 0)
+  assert.equal(limits.historyTotalMb, 64)
+  assert.deepEqual(limits.trustProxy, ['10.0.0.0/8', 'loopback', '::1'])
+  assert.equal(limits.accessLog, true)
+})
+
 test('MLES_KEY and MLES_LOG_LEVEL come from the environment', () => {
   const c = config(['-d', 'a.test', '-w', www], { MLES_KEY: 'sekrit', MLES_LOG_LEVEL: 'debug' })
   assert.equal(c.key, 'sekrit')
@@ -102,6 +121,13 @@ test('every bad flag or value: one line on stderr, exit code 2', () => {
     [[...base, '--filelimit', '0'], /must be an integer from 1/],
     [[...base, '-C', 'lots'], /must be an integer/],
     [[...base, '--per-ip-window', '0'], /must be an integer from 1/],
+    [[...base, '--ipv6-prefix', '0'], /--ipv6-prefix .* must be an integer from 1 to 128/],
+    [[...base, '--ipv6-prefix', '129'], /must be an integer from 1 to 128/],
+    [[...base, '--max-connections', 'many'], /--max-connections .* must be an integer from 0/],
+    [[...base, '--history-total', '-1'], /--history-total .* must be an integer from 0/],
+    [[...base, '--per-ip-channel-limit', '1.5'], /must be an integer from 0/],
+    [[...base, '--trust-proxy', 'proxy.example'], /--trust-proxy .* must be an address \(10.0.0.1\), a CIDR \(10.0.0.0\/8\) or one of loopback, linklocal, uniquelocal/],
+    [[...base, '--trust-proxy', '10.0.0.0/33'], /must be an address/],
     [[...base, '--tls-cert', file], /--tls-cert and --tls-key go together/],
     [[...base, '--tls-cert', join(www, 'nope'), '--tls-key', file], /--tls-cert: .* is not a readable file/],
     [[...base, '--no-tls', '--redirect'], /--redirect needs TLS/],

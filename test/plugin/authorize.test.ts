@@ -111,17 +111,11 @@ test('a throwing, rejecting or nonsensical authorize closes that join with 1011,
   }
   assert.equal(app.mles.metrics().authorize_errors, Object.keys(answers).length)
   assert.equal(app.mles.metrics().rejected_authorize, 0)
+  // One line at error for the minute, however many failed: a database down is not a logging storm.
   const errors = log.filter((line) => line.level === 50)
-  assert.equal(errors.length, Object.keys(answers).length)
-  assert.ok(errors.every((line) => line.msg === 'mles: authorize failed; closing the connection with 1011'))
-  assert.deepEqual(errors.map((line) => line.err?.message), [
-    'database down', 'session store down',
-    'authorize must answer true, false or { uid?: string, publish?: boolean } (answered "yes")',
-    'authorize must answer true, false or { uid?: string, publish?: boolean } (answered undefined)',
-    'authorize must answer true, false or { uid?: string, publish?: boolean } (answered null)',
-    'authorize must answer true, false or { uid?: string, publish?: boolean } (answered {"uid":42})',
-    'authorize must answer true, false or { uid?: string, publish?: boolean } (answered {"publish":"no"})'
-  ])
+  assert.equal(errors.length, 1)
+  assert.match(errors[0].msg, /^mles: authorize failed; closing the connection with 1011 \(logged at most once a minute\)$/)
+  assert.equal(errors[0].err?.message, 'database down')
   member.send('after all that')
   assert.equal((await listener.next()).text, 'after all that')
   member.close()

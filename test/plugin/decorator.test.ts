@@ -142,9 +142,9 @@ test('history returns copies; channels lists every channel with its members', as
   await waitForMembers(app, 'two', 1)
   app.mles.publish('three', 'x')
   assert.deepEqual(app.mles.channels().sort((x, y) => x.name.localeCompare(y.name)), [
-    { name: 'one', members: 2, historySize: 2 },
-    { name: 'three', members: 0, historySize: 1 },
-    { name: 'two', members: 1, historySize: 1 }
+    { name: 'one', members: 2, historySize: 2, historyBytes: 58 },
+    { name: 'three', members: 0, historySize: 1, historyBytes: 3 },
+    { name: 'two', members: 1, historySize: 1, historyBytes: 29 }
   ])
   const copy = app.mles.history('three')
   copy[0].data.fill(0)

@@ -76,6 +76,7 @@ test('fuzz: any authorize answer and any Origin end in a join, a 403 or a close 
   const samples = fc.sample(fc.record({ answer: authorizeAnswer, origin: originHeader, uid: fc.constantFrom('u', 'v') }), { numRuns: 200, seed: 99 })
   const { app, url } = await startMles({
     perIpLimit: 0,
+    perIpChannelLimit: 0,
     authorizeTimeoutMs: 200,
     allowedOrigins: ['https://ok.example'],
     authorize: async (request, join) => {

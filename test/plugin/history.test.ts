@@ -35,7 +35,7 @@ test('history outlives its members, and is bounded by historyLimit', async () =>
   await waitFor(() => app.mles.history('c').at(-1)?.data.toString() === 'm9', 'm9 stored')
   a.close()
   await waitForMembers(app, 'c', 0)
-  assert.deepEqual(app.mles.channels(), [{ name: 'c', members: 0, historySize: 5 }])
+  assert.deepEqual(app.mles.channels(), [{ name: 'c', members: 0, historySize: 5, historyBytes: 20 }])
   const b = await TestClient.join(url, { uid: 'b', channel: 'c' })
   assert.deepEqual(await b.texts(5), ['m5', 'm6', 'm7', 'm8', 'm9'])
   await b.expectSilence()

@@ -78,8 +78,8 @@ test('channels, history and members answer what app.mles holds', async () => {
   assert.equal(channels.status, 200)
   const list = channels.body.channels as Array<{ name: string }>
   assert.deepEqual(list.sort((x, y) => x.name.localeCompare(y.name)), [
-    { name: 'empty-members', members: 0, historySize: 1 },
-    { name: 'room/1', members: 2, historySize: 2 }
+    { name: 'empty-members', members: 0, historySize: 1, historyBytes: 8 },
+    { name: 'room/1', members: 2, historySize: 2, historyBytes: 70 }
   ])
 
   // a channel name with a slash travels URL-encoded
@@ -242,7 +242,7 @@ test('the API is off by default', async () => {
 test('option api.prefix moves the routes', async () => {
   const server = await startMles({ api: { key: KEY, prefix: '/internal/mles' } })
   assert.equal((await call(server, 'POST', '/internal/mles/publish', { channel: 'c', data: 'x' })).status, 200)
-  assert.deepEqual((await call(server, 'GET', '/internal/mles/channels')).body, { channels: [{ name: 'c', members: 0, historySize: 1 }] })
+  assert.deepEqual((await call(server, 'GET', '/internal/mles/channels')).body, { channels: [{ name: 'c', members: 0, historySize: 1, historyBytes: 3 }] })
   assert.equal((await fetch(`${server.origin}${PREFIX}/channels`, { headers: { authorization: `Bearer ${KEY}` } })).status, 404)
   await server.app.close()
 })

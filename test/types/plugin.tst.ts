@@ -61,6 +61,11 @@ describe('app.register(mles, options)', () => {
       joinTimeoutMs: 1,
       perIpLimit: 1,
       perIpWindowMs: 1,
+      perIpChannelLimit: 1,
+      ipv6PrefixLength: 64,
+      maxConnections: 1,
+      maxChannels: 1,
+      historyTotalBytes: 1,
       maxBufferedBytes: 1,
       historyDir: '/d',
       historyFlushMs: 1
@@ -171,7 +176,9 @@ describe('app.mles', () => {
 
   test('channels(), metrics(), v1Address(), close()', () => {
     expect(app.mles.channels()).type.toBe<MlesChannelInfo[]>()
-    expect<MlesChannelInfo>().type.toBe<{ name: string, members: number, historySize: number }>()
+    expect(app.mles.channels()[0].historyBytes).type.toBe<number>()
+    expect(app.mles.metrics().history_bytes).type.toBe<number>()
+    expect<MlesChannelInfo>().type.toBe<{ name: string, members: number, historySize: number, historyBytes: number }>()
 
     const metrics = app.mles.metrics()
     expect(metrics).type.toBe<MlesMetricsSnapshot>()
@@ -234,7 +241,7 @@ describe('the other exports of fastify-mles', () => {
   test('constants and helpers', () => {
     expect(MLES_PROTOCOL).type.toBe<'mles-websocket'>()
     expect(CloseCode.GOING_AWAY).type.toBe<1001>()
-    expect<CloseCode>().type.toBe<1001 | 1003 | 1008 | 1009 | 1011>()
+    expect<CloseCode>().type.toBe<1001 | 1003 | 1008 | 1009 | 1011 | 1013>()
     expect(CloseReason.AUTH_FAILED).type.toBe<'authentication failed'>()
     expect(computeAuth('u', 'c')).type.toBe<string>()
     expect(computeAuth('u', 'c', 'k')).type.toBe<string>()
