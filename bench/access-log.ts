@@ -30,6 +30,8 @@ interface Setup {
   serverPin: string[]
   generatorCores: string[]
   generatorCommand: string[]
+  /** No progress lines on stderr (the tests). */
+  quiet?: boolean
 }
 
 async function startLogged (setup: Setup, variant: AccessLogVariant, logFile: string): Promise<{ child: ChildProcess, port: number }> {
@@ -69,7 +71,7 @@ export async function runAccessLogBench (setup: Setup): Promise<AccessLogResult[
         result.joins_per_s.push(measured.joins_per_s)
         result.server_us_per_join.push(measured.server_us_per_join)
         result.log_lines_per_join.push((lines(logFile) - before) / setup.joiners)
-        process.stderr.write(`bench: --access-log run ${run + 1}/${setup.runs} ${result.variant}: ${measured.joins_per_s.toFixed(0)} joins/s, ${measured.server_us_per_join.toFixed(0)} µs/join\n`)
+        if (setup.quiet !== true) process.stderr.write(`bench: --access-log run ${run + 1}/${setup.runs} ${result.variant}: ${measured.joins_per_s.toFixed(0)} joins/s, ${measured.server_us_per_join.toFixed(0)} µs/join\n`)
       } finally {
         await stopChild(child)
       }

@@ -4,6 +4,7 @@ import { connect } from 'node:net'
 import { startMles, waitFor, waitForMembers } from '../helpers/server.js'
 import { refusedUpgrade, TestClient } from '../helpers/client.js'
 import { capturedLog } from '../helpers/log.js'
+import { startV1Server, V1TestClient } from '../helpers/v1-client.js'
 
 const OPEN = { messagesPerSecond: 0, perIpLimit: 0 }
 
@@ -114,4 +115,58 @@ test('perIpChannelLimit keys an IPv6 address by its /64', async () => {
   await waitForMembers(app, 'v6-3', 1)
   for (const client of clients) client.close()
   await app.close()
+})
+
+test('a channel-creation flood from 300 addresses: the channels held never pass maxChannels, idle ones make room, live ones are never dropped', async () => {
+  const { app, url } = await startMles({ ...OPEN, maxChannels: 50, perIpChannelLimit: 2 }, undefined, { trustProxy: true })
+  const from = (i: number): { headers: Record<string, string> } => ({ headers: { 'x-forwarded-for': `198.18.${i >> 8}.${i & 255}` } })
+  const live: TestClient[] = []
+  for (let i = 0; i < 10; i++) {
+    live.push(await TestClient.join(url, { uid: 'keeper', channel: `live${i}` }, from(1000 + i)))
+    await waitForMembers(app, `live${i}`, 1)
+  }
+  let most = 0
+  // Each visitor creates a channel, says something and leaves: 300 channels asked for, 50 held at most.
+  for (let batch = 0; batch < 300; batch += 50) {
+    await Promise.all(Array.from({ length: 50 }, async (_, k) => {
+      const i = batch + k
+      const client = await TestClient.join(url, { uid: `v${i}`, channel: `flood${i}` }, from(i))
+      client.send('hello')
+      await waitFor(() => app.mles.history(`flood${i}`).length === 2 || client.ws.readyState !== 1, `flood${i}`)
+      most = Math.max(most, app.mles.metrics().total_channels)
+      client.close()
+      await client.closed
+    }))
+  }
+  assert.ok(most <= 50, `at most 50 channels held (saw ${most})`)
+  assert.ok(app.mles.metrics().total_channels <= 50)
+  for (let i = 0; i < 10; i++) assert.equal(app.mles.channels().find((channel) => channel.name === `live${i}`)?.members, 1, `live${i} is still there`)
+  assert.ok(app.mles.metrics().history_evicted_frames > 0)
+
+  // Now fill every place with members: the next new channel is refused.
+  const holders: TestClient[] = []
+  for (let i = 0; app.mles.channels().some((channel) => channel.members === 0); i++) {
+    holders.push(await TestClient.join(url, { uid: 'h', channel: `hold${i}` }, from(2000 + i)))
+    await waitForMembers(app, `hold${i}`, 1)
+  }
+  assert.equal(app.mles.metrics().total_channels, 50)
+  const refused = await TestClient.join(url, { uid: 'late', channel: 'one-too-many' }, from(3000))
+  assert.deepEqual(await refused.closedWithin(), { code: 1013, reason: 'try again later: too many channels' })
+  for (const client of [...live, ...holders]) client.close()
+  await app.close()
+})
+
+test('v1 clients meet the same channel limits: a v1 join that would create a channel past maxChannels is cut', async () => {
+  const { server, v1Port } = await startV1Server({ maxChannels: 1, perIpChannelLimit: 0 })
+  const member = await TestClient.join(server.url, { uid: 'ws', channel: 'only' })
+  await waitForMembers(server.app, 'only', 1)
+  const v1 = await V1TestClient.join(v1Port, 'tcp', 'another')
+  assert.equal(await v1.closedWithin(), true)
+  assert.equal(server.app.mles.metrics().rejected_max_channels, 1)
+  const intoExisting = await V1TestClient.join(v1Port, 'tcp2', 'only')
+  await waitForMembers(server.app, 'only', 2)
+  assert.equal(await intoExisting.closedWithin(200), false)
+  intoExisting.close()
+  member.close()
+  await server.app.close()
 })
