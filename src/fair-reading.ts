@@ -1,27 +1,31 @@
 import type { Socket } from 'node:net'
 
 /**
- * Bytes a connection may read before it lets the others have a turn: one
- * read of Node's (64 KiB). libuv reads a readable socket up to 32 times per
- * event-loop turn, so 50 clients sending 1 MiB frames at full speed made each
- * turn ~100 MB of work and held a fresh client's join for 300 ms and more;
- * one read each, it is a few MB and the join takes a few tens of ms.
+ * Bytes all connections together may read in one turn of the event loop
+ * before each connection that reads more yields until the next turn. libuv
+ * reads a readable socket up to 32 times (2 MiB) per turn, so 50 clients
+ * sending 1 MiB frames at full speed made a turn ~100 MB of work and held a
+ * fresh client's join for 300 ms and more; bounded, a turn is a few MB. One
+ * busy publisher alone still reads 1 MiB a turn, so its frames go out in
+ * large batches as before.
  */
-const READ_TURN_BYTES = 64 * 1024
+const TURN_BYTES = 1024 * 1024
 
-const kReadInTurn = Symbol('mles.readInTurn')
+let readInTurn = 0
+let turnEnding = false
 
-interface FairSocket extends Socket {
-  [kReadInTurn]: number
+function endTurn (): void {
+  readInTurn = 0
+  turnEnding = false
 }
 
-function onData (this: FairSocket, chunk: Buffer): void {
-  const read = this[kReadInTurn] + chunk.length
-  if (read < READ_TURN_BYTES) {
-    this[kReadInTurn] = read
-    return
+function onData (this: Socket, chunk: Buffer): void {
+  readInTurn += chunk.length
+  if (!turnEnding) {
+    turnEnding = true
+    setImmediate(endTurn)
   }
-  this[kReadInTurn] = 0
+  if (readInTurn < TURN_BYTES) return
   this.pause()
   setImmediate(resume, this)
 }
@@ -31,11 +35,10 @@ function resume (socket: Socket): void {
 }
 
 /**
- * Makes `socket` yield to the other connections after each
- * `READ_TURN_BYTES` it reads: it pauses, and resumes on the next turn of the
- * event loop. Costs nothing to a client sending less.
+ * Makes `socket` share the reading of each event-loop turn with the others:
+ * past `TURN_BYTES` read by all in the turn, it pauses after its read and
+ * resumes on the next turn.
  */
 export function readFairly (socket: Socket): void {
-  (socket as FairSocket)[kReadInTurn] = 0
   socket.on('data', onData)
 }
