@@ -212,7 +212,11 @@ export class Hub<M extends HubMember> implements HistoryReclaimer {
 
   /** Forgets channel `name` here (cluster mode: its history lives on in the cluster). */
   drop (name: string): void {
+    const channel = this.channels.get(name)
+    if (channel === undefined) return
     this.channels.delete(name)
+    // What it held no longer counts against the budget.
+    channel.history.trimTo(0)
   }
 
   /**
@@ -483,6 +487,7 @@ export class Hub<M extends HubMember> implements HistoryReclaimer {
     for (const channel of this.channels.values()) {
       if (channel.isUnused() && now - channel.lastActivity >= this.limits.channelIdleMs) {
         this.channels.delete(channel.name)
+        channel.history.trimTo(0)
         if (this.store !== null) this.store.forget(channel.name)
       }
     }
@@ -490,6 +495,7 @@ export class Hub<M extends HubMember> implements HistoryReclaimer {
 
   clear (): void {
     this.channels.clear()
+    this.budget.held = 0
   }
 
   private notify (channel: Channel<M>, wire: Buffer, uid: string | null, join: boolean): void {

@@ -196,6 +196,7 @@ describe('Redis engine: one channel space over several nodes', () => {
       await sleep(100)
       assert.equal(await subscribers('only-on-0'), 0)
       assert.deepEqual(nodes[0].app.mles.channels(), [])
+      assert.equal(nodes[0].app.mles.metrics().history_bytes, 0, 'a channel let go gives its history back to the budget')
     } finally {
       await close()
     }

@@ -138,3 +138,17 @@ test('historyTotalBytes: 0 sets no bound', async () => {
   client.close()
   await app.close()
 })
+
+test('a channel forgotten after channelIdleMs gives its bytes back to the budget', async () => {
+  const { app, url } = await startMles({ ...UNBOUNDED, channelIdleMs: 100 })
+  const client = await TestClient.join(url, { uid: 'a', channel: 'short-lived' })
+  await waitForMembers(app, 'short-lived', 1)
+  for (let i = 0; i < 5; i++) client.send(frame('short-lived', i))
+  await waitFor(() => app.mles.history('short-lived').length === 6, 'history')
+  assert.ok(app.mles.metrics().history_bytes > 5000)
+  client.close()
+  await waitFor(() => app.mles.channels().length === 0, 'the channel forgotten', 5000)
+  assert.equal(app.mles.metrics().history_bytes, 0)
+  assert.equal(app.mles.metrics().history_evicted_frames, 0, 'expiry is not eviction')
+  await app.close()
+})
