@@ -81,6 +81,11 @@ function releaseUpgradeRequest (ws: WebSocket): void {
   ws.removeAllListeners('error')
 }
 
+/** Whether Node took the request as an upgrade (a request merely naming `Upgrade: websocket` is not one). */
+function isUpgrade (request: FastifyRequest): boolean {
+  return (request.raw as IncomingMessage & { upgrade?: boolean }).upgrade === true
+}
+
 /**
  * Closes the socket of an upgrade answered with plain HTTP, once the answer is
  * out. @fastify/websocket writes that answer on a ServerResponse of its own,
@@ -91,7 +96,7 @@ function releaseUpgradeRequest (ws: WebSocket): void {
  * Node (`upgrade` is false) and its keep-alive stays the server's business.
  */
 function closeRefusedUpgrade (request: FastifyRequest, reply: FastifyReply): void {
-  if ((request.raw as IncomingMessage & { upgrade?: boolean }).upgrade !== true) return
+  if (!isUpgrade(request)) return
   const socket = request.raw.socket
   reply.header('connection', 'close')
   reply.raw.once('finish', () => { socket.destroySoon() })
@@ -149,7 +154,7 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
   const refuseWhileClosing = (request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
     if (server.isClosed) {
       refuse(reply, 503, 'Service Unavailable', 'the Mles server is shutting down')
-    } else if (!server.admitsConnection(request.raw.socket)) {
+    } else if (!server.admitsConnection(isUpgrade(request) ? request.raw.socket : undefined)) {
       refuse(reply.header('retry-after', String(RETRY_AFTER_FULL_S)), 503, 'Service Unavailable', `the server holds its most connections (${server.options.maxConnections}); try again later`)
     } else {
       done()
