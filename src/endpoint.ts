@@ -62,6 +62,7 @@ export class MlesEndpoint implements MlesApi, SessionContext {
   private readonly channelLimits: ChannelLimits
   /** Upgrades admitted under `maxConnections` whose WebSocket is not made yet: they hold a place. */
   private readonly upgrading = new Set<Socket>()
+  private sweepUpgradingAt = 1024
   /** The v1 listener's per-IP limit (WebSocket upgrades are limited by @fastify/rate-limit); null without v1. */
   private readonly v1Limiter: PerIpLimiter | null
   readonly cluster: RedisBus<HubMember> | null
@@ -180,16 +181,34 @@ export class MlesEndpoint implements MlesApi, SessionContext {
   admitsConnection (upgrade?: Socket): boolean {
     const max = this.options.maxConnections
     if (max === 0) return true
+    if (this.connectionCount >= max) this.sweepUpgrading()
     if (this.connectionCount >= max) {
       this.counters.rejectedMaxConnections++
       this.notices.write('warn', 'max-connections', { connections: this.connectionCount }, `mles: ${this.connectionCount} connections held (maxConnections ${max}); refusing new ones (503)`)
       return false
     }
-    if (upgrade !== undefined && !this.upgrading.has(upgrade)) {
+    if (upgrade !== undefined) {
       this.upgrading.add(upgrade)
-      upgrade.once('close', () => { this.upgrading.delete(upgrade) })
+      if (this.upgrading.size > this.sweepUpgradingAt) this.sweepUpgrading()
     }
     return true
+  }
+
+  /** The upgrade was answered with plain HTTP (refused): its place is free. */
+  upgradeAnswered (upgrade: Socket): void {
+    this.upgrading.delete(upgrade)
+  }
+
+  /**
+   * Frees the places of upgrades whose socket closed before they were accepted
+   * or answered (a client gone mid-upgrade). Run when the places are full and
+   * when the set has doubled, rather than with a 'close' listener per upgrade.
+   */
+  private sweepUpgrading (): void {
+    for (const socket of this.upgrading) {
+      if (socket.destroyed) this.upgrading.delete(socket)
+    }
+    this.sweepUpgradingAt = 2 * this.upgrading.size + 1024
   }
 
   readonly memberJoined = (member: PresentMember): void => { this.presence.joined(member) }

@@ -211,6 +211,7 @@ export async function addUpgradeRoute (app: FastifyInstance, server: MlesEndpoin
   await app.register(async (scope) => {
     // onSend runs for every answer on the route, however early the refusal; a hijacked (accepted) upgrade sends none.
     scope.addHook('onSend', (request, reply, payload, done) => {
+      server.upgradeAnswered(request.raw.socket)
       closeRefusedUpgrade(request, reply)
       done(null, payload)
     })

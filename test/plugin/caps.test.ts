@@ -170,3 +170,21 @@ test('v1 clients meet the same channel limits: a v1 join that would create a cha
   member.close()
   await server.app.close()
 })
+
+test('an upgrade in flight holds its place under maxConnections until it is accepted', async () => {
+  const slowOrigin = async (origin: string): Promise<boolean> => {
+    if (origin === 'https://slow.example') await new Promise((resolve) => setTimeout(resolve, 300))
+    return true
+  }
+  const { app, url } = await startMles({ ...OPEN, maxConnections: 1, allowedOrigins: slowOrigin })
+  const slow = TestClient.connect(url, 'mles-websocket', { headers: { origin: 'https://slow.example' } })
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.equal((await refusedUpgrade(url)).status, 503, 'the upgrade waiting at the origin check holds the only place')
+  const first = await slow
+  first.close()
+  await waitFor(() => app.mles.metrics().active_connections === 0, 'the place freed')
+  const client = await TestClient.join(url, { uid: 'a', channel: 'c' })
+  await waitForMembers(app, 'c', 1)
+  client.close()
+  await app.close()
+})
