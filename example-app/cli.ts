@@ -41,7 +41,7 @@ async function runServer (config: ServerConfig): Promise<void> {
   const report = (message: WorkerMessage): void => { process.send?.(message) }
   let handle: ServerHandle
   try {
-    handle = await startServer(config)
+    handle = await startServer(config, cluster.isWorker ? { metricsToPrimary: { worker: String(cluster.worker?.id ?? process.pid) } } : {})
   } catch (error) {
     process.stderr.write(`mles: ${(error as Error).message}\n`)
     report({ mles: 'failed', error: (error as Error).message })
@@ -88,6 +88,7 @@ async function runPrimary (config: ServerConfig): Promise<void> {
   const stop = (): void => {
     if (stopping) return
     stopping = true
+    metricsServer?.close()
     pool.stop().then(() => { process.exit(0) }, () => { process.exit(1) })
   }
   process.on('SIGTERM', stop)
@@ -97,6 +98,20 @@ async function runPrimary (config: ServerConfig): Promise<void> {
   process.on('SIGUSR2', () => {
     pool.replaceAll().catch((error: Error) => { process.stderr.write(`mles: replacing workers failed: ${error.message}\n`) })
   })
+
+  // With --metrics-listen the primary serves the metrics of every worker together.
+  let metricsServer: import('node:http').Server | undefined
+  if (config.metricsListen !== undefined) {
+    const { startMetricsListener, workersRegistry } = await import('./prometheus.js')
+    try {
+      const { server, address } = await startMetricsListener(workersRegistry(), config.metricsListen.host, config.metricsListen.port)
+      metricsServer = server
+      process.stdout.write(`mles: metrics of all workers at http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}/metrics\n`)
+    } catch (error) {
+      process.stderr.write(`mles: cannot listen on ${config.metricsListen.host}:${config.metricsListen.port} for metrics: ${(error as Error).message}\n`)
+      process.exit(1)
+    }
+  }
 
   let url: string
   try {

@@ -1,4 +1,5 @@
 import { statSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { resolve } from 'node:path'
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander'
 import ipaddr from 'ipaddr.js'
@@ -249,6 +250,13 @@ function trustedProxy (value: string, previous: string[] | undefined): string[] 
   return [...(previous ?? []), value]
 }
 
+/** `--workers N` or `auto`: one worker per core the process may use (`os.availableParallelism()`). */
+function workerCount (value: string): number {
+  if (value === 'auto') return Math.min(256, availableParallelism())
+  if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 256) throw new InvalidArgumentError('must be an integer from 1 to 256, or auto (one per core)')
+  return Number(value)
+}
+
 function allowedOrigin (value: string, previous: string[] | undefined): string[] {
   if (value !== '*' && normalizeOrigin(value) === null) throw new InvalidArgumentError('must be an origin such as https://example.com or http://localhost:8080, or \'*\'')
   return [...(previous ?? []), value]
@@ -299,7 +307,7 @@ export function buildCommand (version: string): Command {
     .option('--redis-master <name>', 'with --redis-sentinel: the name the Sentinels monitor the master under')
     .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
     .option('--api-key <key>', 'turn on the HTTP API for backends at /_mles/api, with this bearer key (16 characters or more; better given as MLES_API_KEY)')
-    .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; SIGUSR2 replaces them with no downtime').argParser(integer(1, 256)).default(1))
+    .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; auto: one per core; SIGUSR2 replaces them with no downtime').argParser(workerCount).default(1))
     .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n  MLES_API_KEY     bearer key of the HTTP API (as --api-key, which wins)\n\nSignals: SIGUSR1 logs a metrics snapshot, SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers: N new ones, then the old ones go.')
 }
 

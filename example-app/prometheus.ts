@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client'
+import { AggregatorRegistry, collectDefaultMetrics, Gauge, Registry } from 'prom-client'
 import type { MlesMetricsSnapshot } from '../src/index.js'
 import { EXTRA_METRICS, REFERENCE_METRICS } from './metrics.js'
 
@@ -26,8 +26,45 @@ export function metricsRegistry (snapshot: () => MlesMetricsSnapshot & Record<st
   return registry
 }
 
+/** What the metrics listener serves: a registry, or the workers' metrics together. */
+export interface MetricsSource {
+  metrics: () => Promise<string>
+  readonly contentType: string
+}
+
+/**
+ * In a worker of `mles --workers N`: `registry` answers the primary's
+ * requests for metrics (prom-client's cluster support), with one more series
+ * of this worker's connections labelled by worker; the worker serves no
+ * metrics listener of its own.
+ */
+export function shareWithPrimary (registry: Registry, worker: string, connections: () => number): void {
+  // eslint-disable-next-line no-new
+  new Gauge({
+    name: 'mles_worker_active_connections',
+    help: 'Mles active connections of one worker',
+    labelNames: ['worker'],
+    registers: [registry],
+    collect () { this.set({ worker }, connections()) }
+  })
+  AggregatorRegistry.setRegistries(registry)
+  // Constructing one is what makes prom-client answer the primary's requests in a worker.
+  // eslint-disable-next-line no-new
+  new AggregatorRegistry()
+}
+
+/**
+ * The primary of `mles --workers N`: `GET /metrics` answers with the metrics
+ * of every worker together — each Mles counter and gauge summed, the
+ * per-worker series side by side — through prom-client's AggregatorRegistry.
+ */
+export function workersRegistry (): MetricsSource {
+  const aggregator = new AggregatorRegistry()
+  return { metrics: async () => await aggregator.clusterMetrics(), contentType: aggregator.contentType }
+}
+
 /** Serves `GET /metrics` from `registry` on its own listener, apart from the public port. */
-export async function startMetricsListener (registry: Registry, host: string, port: number): Promise<{ server: Server, address: AddressInfo }> {
+export async function startMetricsListener (registry: MetricsSource, host: string, port: number): Promise<{ server: Server, address: AddressInfo }> {
   const server = createServer((request, response) => {
     if (request.method !== 'GET' || (request.url ?? '').split('?')[0] !== '/metrics') {
       response.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /metrics\n')

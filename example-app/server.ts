@@ -52,6 +52,18 @@ export interface ServerHandle {
   closed: Promise<void>
 }
 
+/** How `startServer` runs, apart from the configuration. */
+export interface StartOptions {
+  /** A logger to use instead of one made from `logLevel`. */
+  logger?: FastifyBaseLogger
+  /**
+   * This server is worker `worker` of `mles --workers N`: with `metricsListen`,
+   * its metrics go to the primary, which serves them summed over the workers,
+   * instead of a listener of its own.
+   */
+  metricsToPrimary?: { worker: string }
+}
+
 /** Fills in the CLI's defaults. */
 export function completeConfig (input: ServerConfigInput): ServerConfig {
   return {
@@ -135,7 +147,7 @@ function describeListenError (error: unknown, what: string, host: string, port: 
  * for each configured Host, TLS from ACME or files, the plain HTTP listener for
  * ACME and redirects, metrics. Resolves once listening.
  */
-export async function startServer (input: ServerConfigInput, options: { logger?: FastifyBaseLogger } = {}): Promise<ServerHandle> {
+export async function startServer (input: ServerConfigInput, options: StartOptions = {}): Promise<ServerHandle> {
   const config = completeConfig(input)
   // Optional parts load before anything listens, so a missing package fails the start cleanly.
   const acme = config.tls === 'acme' ? await import('./acme.js') : null
@@ -268,7 +280,10 @@ export async function startServer (input: ServerConfigInput, options: { logger?:
 
   let metricsServer: HttpServer | undefined
   let metricsAddress: AddressInfo | undefined
-  if (config.metricsListen !== undefined && prometheus !== null) {
+  if (config.metricsListen !== undefined && prometheus !== null && options.metricsToPrimary !== undefined) {
+    const registry = prometheus.metricsRegistry(metrics as () => ServerMetrics & Record<string, number>)
+    prometheus.shareWithPrimary(registry, options.metricsToPrimary.worker, () => app.mles.metrics().active_connections)
+  } else if (config.metricsListen !== undefined && prometheus !== null) {
     const { metricsRegistry, startMetricsListener } = prometheus
     const registry = metricsRegistry(metrics as () => ServerMetrics & Record<string, number>)
     try {

@@ -88,6 +88,12 @@ test('the limits of a public server, the trusted proxies, the access log', () =>
   assert.equal(limits.accessLog, true)
 })
 
+test('--workers auto: one worker per core the process may use', async () => {
+  const { availableParallelism } = await import('node:os')
+  assert.equal(config(['-d', 'a.test', '-w', www, '--no-tls', '--workers', 'auto', '--redis', 'redis://r:6379']).workers, availableParallelism())
+  assert.equal(config(['-d', 'a.test', '-w', www, '--no-tls', '--workers', '3', '--redis', 'redis://r:6379']).workers, 3)
+})
+
 test('MLES_KEY and MLES_LOG_LEVEL come from the environment', () => {
   const c = config(['-d', 'a.test', '-w', www], { MLES_KEY: 'sekrit', MLES_LOG_LEVEL: 'debug' })
   assert.equal(c.key, 'sekrit')

@@ -75,7 +75,8 @@ async function attack (from: 'one' | 'many', rounds: number): Promise<string> {
 
   const peaks: number[] = []
   for (let round = 0; round < rounds; round++) {
-    const flood = runCommand(process.execPath, ['--import', 'tsx', FLOOD, url, '50', '12', String(1000 * 1024), from, `flood-${from}-${round}-`])
+    // The attacker's CPU is not the server's in real life: on this machine it runs at a lower priority, so that what is timed is the server.
+    const flood = runCommand('nice', ['-n', '15', process.execPath, '--import', 'tsx', FLOOD, url, '50', '12', String(1000 * 1024), from, `flood-${from}-${round}-`])
     assert.equal(await flood.exited, 0, flood.stderr())
     const { codes } = JSON.parse(flood.stdout()) as { codes: Record<string, number> }
     // From one address, perIpChannelLimit (30 a minute by default) refuses the rest with 1013.

@@ -10,8 +10,8 @@ import { sleep, waitFor } from '../helpers/server.js'
 const www = fileURLToPath(new URL('../../example-app/www', import.meta.url))
 const redis = redisForTests()
 
-async function startWorkers (count: number): Promise<{ cli: RunningCli, port: number }> {
-  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url, '--per-ip-limit', '0'], { MLES_LOG_LEVEL: 'warn' })
+async function startWorkers (count: number, extra: string[] = []): Promise<{ cli: RunningCli, port: number }> {
+  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url, '--per-ip-limit', '0', ...extra], { MLES_LOG_LEVEL: 'warn' })
   const match = await cli.waitFor(/serving http:\/\/localhost:(\d+)\/.* with (\d+) workers/, 30_000)
   assert.equal(match[2], String(count))
   return { cli, port: Number(match[1]) }
@@ -27,7 +27,8 @@ test('--workers: more than one needs --redis, and cannot use ACME', async () => 
   for (const [args, message] of [
     [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '2'], /--workers 2 needs --redis URL/],
     [['-d', 'localhost', '-w', www, '--workers', '2', '--redis', 'redis://127.0.0.1:1'], /--workers cannot get certificates through ACME/],
-    [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '0'], /--workers.*from 1 to 256/],
+    [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '0'], /--workers.*from 1 to 256, or auto/],
+    [['-d', 'localhost', '-w', www, '--no-tls', '--workers', 'many'], /--workers.*from 1 to 256, or auto/],
     [['-d', 'localhost', '-w', www, '--no-tls', '--redis', 'http://x'], /--redis.*redis:\/\/ or rediss:\/\/ URL/],
     [['-d', 'localhost', '-w', www, '--no-tls', '--redis', 'redis://x', '--history-dir', '/tmp/x'], /--history-dir cannot be combined with --redis/]
   ] as const) {
@@ -118,5 +119,40 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
   } finally {
     cli.child.kill('SIGTERM')
     assert.equal(await cli.exited, 0)
+  }
+})
+
+test('--workers 2 --metrics-listen: one scrape of the primary reports the connections of every worker, summed and per worker', async () => {
+  const { createServer } = await import('node:net')
+  const free = createServer()
+  await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
+  const metricsPort = (free.address() as { port: number }).port
+  await new Promise((resolve) => free.close(resolve))
+  const { cli, port } = await startWorkers(2, ['--metrics-listen', `127.0.0.1:${metricsPort}`])
+  const clients: WebSocket[] = []
+  try {
+    await cli.waitFor(new RegExp(`metrics of all workers at http://127.0.0.1:${metricsPort}/metrics`))
+    // 2 × 4 connections, handed to the workers in turn.
+    for (let i = 0; i < 8; i++) {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`, 'mles-websocket')
+      await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+      ws.send(JSON.stringify({ uid: `m${i}`, channel: 'scraped' }))
+      clients.push(ws)
+    }
+    let text = ''
+    for (let attempt = 0; attempt < 50 && !/^mles_active_connections 8$/m.test(text); attempt++) {
+      text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()
+      await sleep(100)
+    }
+    assert.match(text, /^mles_active_connections 8$/m, 'summed over the workers')
+    const perWorker = [...text.matchAll(/^mles_worker_active_connections\{worker="(\d+)"\} (\d+)$/gm)].map((match) => Number(match[2]))
+    assert.equal(perWorker.length, 2, 'one series per worker')
+    assert.equal(perWorker.reduce((sum, value) => sum + value, 0), 8)
+    assert.ok(perWorker.every((value) => value > 0), `both workers hold connections (${perWorker.join(' + ')})`)
+    assert.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics, summed too')
+  } finally {
+    for (const ws of clients) ws.close()
+    cli.child.kill('SIGTERM')
+    await cli.exited
   }
 })
