@@ -5,7 +5,9 @@ import { MlesMissingPackageError, requirePackage, type OptionalPackage } from '.
 import { parseCommandLine, type ServerConfig } from './config.js'
 import { startServer, type ServerHandle } from './server.js'
 import { packageVersion } from './version.js'
-import { WorkerPool, type WorkerMessage } from './workers.js'
+import { hostname } from 'node:os'
+import { metricsLine, sumMetrics } from './metrics.js'
+import { WorkerPool, type MetricsRequest, type WorkerMessage } from './workers.js'
 
 const parsed = parseCommandLine(process.argv.slice(2), process.env, packageVersion())
 if (parsed.kind === 'exit') {
@@ -41,7 +43,10 @@ async function runServer (config: ServerConfig): Promise<void> {
   const report = (message: WorkerMessage): void => { process.send?.(message) }
   let handle: ServerHandle
   try {
-    handle = await startServer(config, cluster.isWorker ? { metricsToPrimary: { worker: String(cluster.worker?.id ?? process.pid) } } : {})
+    // A worker's metrics line is the primary's, over all the workers.
+    handle = cluster.isWorker
+      ? await startServer({ ...config, metricsLogIntervalSec: 0 }, { metricsToPrimary: { worker: String(cluster.worker?.id ?? process.pid) } })
+      : await startServer(config)
   } catch (error) {
     process.stderr.write(`mles: ${(error as Error).message}\n`)
     report({ mles: 'failed', error: (error as Error).message })
@@ -49,7 +54,13 @@ async function runServer (config: ServerConfig): Promise<void> {
   }
 
   const endpoint = handle.url.replace(/^http/, 'ws')
-  if (cluster.isWorker) report({ mles: 'listening', url: handle.url })
+  if (cluster.isWorker) {
+    report({ mles: 'listening', url: handle.url })
+    process.on('message', (message: unknown) => {
+      const asked = typeof message === 'object' && message !== null ? message as Partial<MetricsRequest> : {}
+      if (asked.mles === 'metrics?' && typeof asked.request === 'number') report({ mles: 'metrics', request: asked.request, metrics: { ...handle.metrics() } })
+    })
+  }
   else process.stdout.write(`mles: serving ${handle.url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket)\n`)
   if (handle.v1Address !== undefined && !cluster.isWorker) process.stdout.write(`mles: v1 TCP clients on port ${handle.v1Address.port}\n`)
 
@@ -93,7 +104,16 @@ async function runPrimary (config: ServerConfig): Promise<void> {
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
-  process.on('SIGUSR1', () => { pool.forward('SIGUSR1') })
+  // The metrics log line of the whole server: every worker's, summed (what one process logs alone), in pino's form as the workers log.
+  const logMetrics = (): void => {
+    pool.collectMetrics().then((all) => {
+      const metrics = sumMetrics(all)
+      process.stdout.write(JSON.stringify({ level: 30, time: Date.now(), pid: process.pid, hostname: hostname(), workers: all.length, metrics, msg: metricsLine(metrics) }) + '\n')
+    }, (error: Error) => { process.stderr.write(`mles: collecting the workers' metrics failed: ${error.message}\n`) })
+  }
+  const logsInfo = ['info', 'debug', 'trace'].includes(config.logLevel)
+  process.on('SIGUSR1', () => { if (logsInfo) logMetrics() })
+  if (config.metricsLogIntervalSec > 0 && logsInfo) setInterval(logMetrics, config.metricsLogIntervalSec * 1000).unref()
   process.on('SIGHUP', () => { pool.forward('SIGHUP') })
   process.on('SIGUSR2', () => {
     pool.replaceAll().catch((error: Error) => { process.stderr.write(`mles: replacing workers failed: ${error.message}\n`) })

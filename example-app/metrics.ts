@@ -33,3 +33,19 @@ export const EXTRA_METRICS = [
   'cluster_unfilled_gaps',
   'cluster_gap_reads'
 ] as const
+
+/** The metrics log line's text: the reference's seven, as it logs them. */
+export function metricsLine (snapshot: Readonly<Record<(typeof REFERENCE_METRICS)[number], number>>): string {
+  return 'mles metrics: ' + REFERENCE_METRICS.map((name) => `${name}=${snapshot[name]}`).join(' ')
+}
+
+/** The metrics of several workers as one server's: peaks by their largest, everything else summed. */
+export function sumMetrics (snapshots: ReadonlyArray<Readonly<Record<string, number>>>): Record<string, number> & Record<(typeof REFERENCE_METRICS)[number], number> {
+  const total: Record<string, number> = Object.fromEntries(REFERENCE_METRICS.map((name) => [name, 0]))
+  for (const snapshot of snapshots) {
+    for (const [name, value] of Object.entries(snapshot)) {
+      total[name] = name.includes('peak') ? Math.max(total[name] ?? 0, value) : (total[name] ?? 0) + value
+    }
+  }
+  return total as Record<string, number> & Record<(typeof REFERENCE_METRICS)[number], number>
+}

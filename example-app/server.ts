@@ -11,7 +11,7 @@ import type { AcmeCertificates } from './acme.js'
 import { DebugAccessLog } from './access-log.js'
 import { FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
 import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type AcmeTuning, type ServerConfig } from './config.js'
-import { REFERENCE_METRICS } from './metrics.js'
+import { metricsLine } from './metrics.js'
 import { standaloneOrigins } from './origins.js'
 import { closeSpareConnectionsOnClose } from './spare-connections.js'
 import { ENCODINGS, hostDomain, registerWebRoot, type WebRootStats } from './webroot.js'
@@ -273,7 +273,7 @@ export async function startServer (input: ServerConfigInput, options: StartOptio
   const metrics = (): ServerMetrics => ({ ...app.mles.metrics(), static_compressions: webRootStats.compressions, static_cache_hits: webRootStats.cacheHits, static_peak_open_files: webRootStats.peakOpenFiles })
   const logMetrics = (): void => {
     const snapshot = metrics()
-    app.log.info({ metrics: snapshot }, 'mles metrics: ' + REFERENCE_METRICS.map((name) => `${name}=${snapshot[name]}`).join(' '))
+    app.log.info({ metrics: snapshot }, metricsLine(snapshot))
   }
   const metricsTimer = config.metricsLogIntervalSec > 0 ? setInterval(logMetrics, config.metricsLogIntervalSec * 1000) : undefined
   metricsTimer?.unref()

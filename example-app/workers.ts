@@ -17,6 +17,13 @@ export interface WorkerPoolOptions {
 export type WorkerMessage =
   | { mles: 'listening', url: string }
   | { mles: 'failed', error: string }
+  | { mles: 'metrics', request: number, metrics: Record<string, number> }
+
+/** The primary asks each worker for its metrics (the log line of the whole server). */
+export interface MetricsRequest { mles: 'metrics?', request: number }
+
+/** How long the primary waits for the workers' metrics. */
+const METRICS_WAIT_MS = 2000
 
 const RESPAWN_DELAY_MS = 1000
 
@@ -64,7 +71,7 @@ export class WorkerPool {
         reject(new Error(`worker ${worker.process.pid ?? '?'} did not start within ${this.options.startTimeoutMs} ms`))
       }, this.options.startTimeoutMs)
       const onMessage = (message: unknown): void => {
-        if (!isWorkerMessage(message)) return
+        if (!isWorkerMessage(message) || message.mles === 'metrics') return
         cleanup()
         if (message.mles === 'listening') resolve(message.url)
         else reject(new Error(message.error))
@@ -126,7 +133,35 @@ export class WorkerPool {
     return await this.replacing
   }
 
-  /** Sends a signal to every worker (SIGUSR1 metrics, SIGHUP certificates). */
+  private metricsRequests = 0
+
+  /**
+   * The metrics of every worker that answers within a moment, for the log
+   * line of the whole server (SIGUSR1, `--metrics-interval`).
+   */
+  async collectMetrics (): Promise<Array<Record<string, number>>> {
+    const request = ++this.metricsRequests
+    const workers = [...this.workers].filter((worker) => worker.isConnected())
+    const answers = await Promise.all(workers.map(async (worker) => await new Promise<Record<string, number> | null>((resolve) => {
+      const timer = setTimeout(() => { done(null) }, METRICS_WAIT_MS)
+      const onMessage = (message: unknown): void => {
+        if (isWorkerMessage(message) && message.mles === 'metrics' && message.request === request) done(message.metrics)
+      }
+      const done = (metrics: Record<string, number> | null): void => {
+        clearTimeout(timer)
+        worker.off('message', onMessage)
+        worker.off('exit', onExit)
+        resolve(metrics)
+      }
+      const onExit = (): void => { done(null) }
+      worker.on('message', onMessage)
+      worker.on('exit', onExit)
+      worker.send({ mles: 'metrics?', request } satisfies MetricsRequest)
+    })))
+    return answers.filter((metrics): metrics is Record<string, number> => metrics !== null)
+  }
+
+  /** Sends a signal to every worker (SIGHUP certificates). */
   forward (signal: NodeJS.Signals): void {
     for (const worker of this.workers) worker.process.kill(signal)
   }

@@ -10,8 +10,8 @@ import { sleep, waitFor } from '../helpers/server.js'
 const www = fileURLToPath(new URL('../../example-app/www', import.meta.url))
 const redis = redisForTests()
 
-async function startWorkers (count: number, extra: string[] = []): Promise<{ cli: RunningCli, port: number }> {
-  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url, '--per-ip-limit', '0', ...extra], { MLES_LOG_LEVEL: 'warn' })
+async function startWorkers (count: number, extra: string[] = [], logLevel = 'warn'): Promise<{ cli: RunningCli, port: number }> {
+  const cli = runCli(['--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', www, '--workers', String(count), '--redis', redis.url, '--per-ip-limit', '0', ...extra], { MLES_LOG_LEVEL: logLevel })
   const match = await cli.waitFor(/serving http:\/\/localhost:(\d+)\/.* with (\d+) workers/, 30_000)
   assert.equal(match[2], String(count))
   return { cli, port: Number(match[1]) }
@@ -122,13 +122,13 @@ test('--workers 2: two processes share the port and one channel space; SIGUSR2 r
   }
 })
 
-test('--workers 2 --metrics-listen: one scrape of the primary reports the connections of every worker, summed and per worker', async () => {
+test('--workers 2 --metrics-listen: one scrape of the primary reports the connections of every worker, summed and per worker; SIGUSR1 on the primary logs their sum', async () => {
   const { createServer } = await import('node:net')
   const free = createServer()
   await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
   const metricsPort = (free.address() as { port: number }).port
   await new Promise((resolve) => free.close(resolve))
-  const { cli, port } = await startWorkers(2, ['--metrics-listen', `127.0.0.1:${metricsPort}`])
+  const { cli, port } = await startWorkers(2, ['--metrics-listen', `127.0.0.1:${metricsPort}`], 'info')
   const clients: WebSocket[] = []
   try {
     await cli.waitFor(new RegExp(`metrics of all workers at http://127.0.0.1:${metricsPort}/metrics`))
@@ -150,6 +150,16 @@ test('--workers 2 --metrics-listen: one scrape of the primary reports the connec
     assert.equal(perWorker.reduce((sum, value) => sum + value, 0), 8)
     assert.ok(perWorker.every((value) => value > 0), `both workers hold connections (${perWorker.join(' + ')})`)
     assert.match(text, /^process_cpu_user_seconds_total \d/m, 'process metrics, summed too')
+
+    const before = cli.stdout().length
+    process.kill(cli.child.pid as number, 'SIGUSR1')
+    await waitFor(() => cli.stdout().slice(before).includes('"workers":2'), 'the metrics line of the whole server', 5000)
+    const lines = cli.stdout().slice(before).split('\n').filter((line) => line.includes('mles metrics:'))
+    assert.equal(lines.length, 1, 'one line, from the primary, not one per worker')
+    const logged = JSON.parse(lines[0]) as { level: number, msg: string, workers: number, metrics: Record<string, number> }
+    assert.equal(logged.level, 30)
+    assert.match(logged.msg, /^mles metrics: active_connections=8 /)
+    assert.equal(logged.metrics.active_connections, 8)
   } finally {
     for (const ws of clients) ws.close()
     cli.child.kill('SIGTERM')
