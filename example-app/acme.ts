@@ -43,7 +43,7 @@ export class AcmeCertificates implements CertificateSource {
   private readonly failures = new Map<string, number>()
   private readonly retryTimers = new Map<string, NodeJS.Timeout>()
   private checkTimer: NodeJS.Timeout | null = null
-  private client: acme.Client | null = null
+  private client: Promise<acme.Client> | null = null
   private stopped = false
   /** Called after a certificate is installed (first issuance or renewal). */
   onInstalled: (domain: string) => void = () => {}
@@ -60,6 +60,11 @@ export class AcmeCertificates implements CertificateSource {
       if (held !== undefined) return held.pem
     }
     return undefined
+  }
+
+  /** Every certificate held, as PEM (what the primary of `mles --workers` hands its workers). */
+  pems (): Array<{ domain: string, key: string, cert: string }> {
+    return [...this.held].map(([domain, held]) => ({ domain, ...held.pem }))
   }
 
   /** The key authorization for an http-01 token, while its challenge is pending. */
@@ -134,8 +139,18 @@ export class AcmeCertificates implements CertificateSource {
     await rename(temporary, path)
   }
 
+  /** The account's client, made once: domains issued at the same time share it (and one account key file). */
   private async accountClient (): Promise<acme.Client> {
-    if (this.client !== null) return this.client
+    this.client ??= this.makeAccountClient()
+    try {
+      return await this.client
+    } catch (error) {
+      this.client = null
+      throw error
+    }
+  }
+
+  private async makeAccountClient (): Promise<acme.Client> {
     const { tuning, cacheDir } = this.options
     let accountKey: Buffer | undefined
     const keyPath = cacheDir === undefined ? undefined : join(cacheDir, 'account.key.pem')
@@ -151,14 +166,13 @@ export class AcmeCertificates implements CertificateSource {
         await this.writeAtomically(keyPath, accountKey.toString(), 0o600)
       }
     }
-    this.client = new acme.Client({
+    return new acme.Client({
       directoryUrl: this.options.directoryUrl,
       accountKey,
       backoffMin: tuning.pollMinMs,
       backoffMax: tuning.pollMaxMs,
       backoffAttempts: 20
     })
-    return this.client
   }
 
   private async issue (domain: string): Promise<void> {

@@ -7,6 +7,7 @@ import { startServer, type ServerHandle } from './server.js'
 import { packageVersion } from './version.js'
 import { hostname } from 'node:os'
 import { metricsLine, sumMetrics } from './metrics.js'
+import { isCertificatesMessage, PrimaryCertificates, type CertificatesMessage, type CertificatesRequest } from './primary-certificates.js'
 import { WorkerPool, type MetricsRequest, type WorkerMessage } from './workers.js'
 
 const parsed = parseCommandLine(process.argv.slice(2), process.env, packageVersion())
@@ -43,9 +44,9 @@ async function runServer (config: ServerConfig): Promise<void> {
   const report = (message: WorkerMessage): void => { process.send?.(message) }
   let handle: ServerHandle
   try {
-    // A worker's metrics line is the primary's, over all the workers.
+    // A worker's metrics line is the primary's, over all the workers; with ACME its certificates are the primary's too.
     handle = cluster.isWorker
-      ? await startServer({ ...config, metricsLogIntervalSec: 0 }, { metricsToPrimary: { worker: String(cluster.worker?.id ?? process.pid) } })
+      ? await startServer({ ...config, metricsLogIntervalSec: 0 }, { metricsToPrimary: { worker: String(cluster.worker?.id ?? process.pid) }, ...(config.tls === 'acme' ? { certificates: certificatesFromPrimary(config) } : {}) })
       : await startServer(config)
   } catch (error) {
     process.stderr.write(`mles: ${(error as Error).message}\n`)
@@ -58,7 +59,12 @@ async function runServer (config: ServerConfig): Promise<void> {
     report({ mles: 'listening', url: handle.url })
     process.on('message', (message: unknown) => {
       const asked = typeof message === 'object' && message !== null ? message as Partial<MetricsRequest> : {}
-      if (asked.mles === 'metrics?' && typeof asked.request === 'number') report({ mles: 'metrics', request: asked.request, metrics: { ...handle.metrics() } })
+      if (typeof asked.request !== 'number') return
+      const request = asked.request
+      if (asked.mles === 'metrics?') report({ mles: 'metrics', request, metrics: { ...handle.metrics() } })
+      if (asked.mles === 'prometheus?') {
+        import('./prometheus.js').then(async ({ sharedMetrics }) => { report({ mles: 'prometheus', request, metrics: await sharedMetrics() }) }, () => {})
+      }
     })
   }
   else process.stdout.write(`mles: serving ${handle.url} (Mles WebSocket: ${endpoint}, subprotocol mles-websocket)\n`)
@@ -85,6 +91,42 @@ async function runServer (config: ServerConfig): Promise<void> {
   })
 }
 
+/** A worker's certificates under ACME: asked of the primary now, and replaced whenever it sends new ones. */
+function certificatesFromPrimary (config: ServerConfig): PrimaryCertificates {
+  const certificates = new PrimaryCertificates(config.domains)
+  process.on('message', (message: unknown) => {
+    if (isCertificatesMessage(message)) certificates.install(message.certificates)
+  })
+  process.send?.({ mles: 'certificates?' } satisfies CertificatesRequest)
+  return certificates
+}
+
+/**
+ * With ACME under `--workers`: the primary owns the account and the
+ * certificate cache, orders and renews, answers http-01 (and redirects) on
+ * `--http-port`, and sends every worker the certificates — when it asks, and
+ * again after each issuance or renewal.
+ */
+async function startPrimaryAcme (config: ServerConfig, pool: WorkerPool, httpsPort: () => number): Promise<() => Promise<void>> {
+  const { AcmeCertificates, configureAcmeTransport } = await import('./acme.js')
+  const { startPlainHttp } = await import('./plain-http.js')
+  await configureAcmeTransport(config.acmeCaFile, config.acme.requestRetries)
+  let acme: InstanceType<typeof AcmeCertificates> | undefined
+  const { app } = await startPlainHttp(config, { logger: { level: config.logLevel } }, (token) => acme?.challengeResponse(token), httpsPort)
+  acme = new AcmeCertificates({ domains: config.domains, directoryUrl: config.acmeDirectory, email: config.email, cacheDir: config.cache, caFile: config.acmeCaFile, tuning: config.acme }, app.log)
+  const held = acme
+  const message = (): CertificatesMessage => ({ mles: 'certificates', certificates: held.pems() })
+  pool.onMessage = (worker, received) => {
+    if (typeof received === 'object' && received !== null && (received as { mles?: unknown }).mles === 'certificates?') worker.send(message())
+  }
+  held.onInstalled = () => { pool.broadcast(message()) }
+  await held.start()
+  return async () => {
+    held.stop()
+    await app.close()
+  }
+}
+
 /** `mles --workers N`: starts and watches the workers, which share the port. */
 async function runPrimary (config: ServerConfig): Promise<void> {
   const pool = new WorkerPool({
@@ -100,7 +142,7 @@ async function runPrimary (config: ServerConfig): Promise<void> {
     if (stopping) return
     stopping = true
     metricsServer?.close()
-    pool.stop().then(() => { process.exit(0) }, () => { process.exit(1) })
+    Promise.all([pool.stop(), stopAcme?.()]).then(() => { process.exit(0) }, () => { process.exit(1) })
   }
   process.on('SIGTERM', stop)
   process.on('SIGINT', stop)
@@ -124,7 +166,7 @@ async function runPrimary (config: ServerConfig): Promise<void> {
   if (config.metricsListen !== undefined) {
     const { startMetricsListener, workersRegistry } = await import('./prometheus.js')
     try {
-      const { server, address } = await startMetricsListener(workersRegistry(), config.metricsListen.host, config.metricsListen.port)
+      const { server, address } = await startMetricsListener(workersRegistry(async () => await pool.collectPrometheus()), config.metricsListen.host, config.metricsListen.port)
       metricsServer = server
       process.stdout.write(`mles: metrics of all workers at http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}/metrics\n`)
     } catch (error) {
@@ -133,9 +175,21 @@ async function runPrimary (config: ServerConfig): Promise<void> {
     }
   }
 
+  let workersUrl: string | undefined
+  let stopAcme: (() => Promise<void>) | undefined
+  if (config.tls === 'acme') {
+    try {
+      stopAcme = await startPrimaryAcme(config, pool, () => workersUrl === undefined ? config.port : Number(new URL(workersUrl).port || 443))
+    } catch (error) {
+      process.stderr.write(`mles: ${(error as Error).message}\n`)
+      process.exit(1)
+    }
+  }
+
   let url: string
   try {
     url = await pool.start()
+    workersUrl = url
   } catch (error) {
     process.stderr.write(`mles: a worker failed to start: ${(error as Error).message}\n`)
     await pool.stop()

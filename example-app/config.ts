@@ -308,7 +308,7 @@ export function buildCommand (version: string): Command {
     .addOption(new Option('--allowed-origin <origin...>', 'also let pages of ORIGIN (https://host[:port]) connect, besides the --domains themselves; \'*\' lets any page connect (repeatable)').argParser(allowedOrigin))
     .option('--api-key <key>', 'turn on the HTTP API for backends at /_mles/api, with this bearer key (16 characters or more; better given as MLES_API_KEY)')
     .addOption(new Option('--workers <count>', 'worker processes sharing the port, joined through --redis; auto: one per core; SIGUSR2 replaces them with no downtime').argParser(workerCount).default(1))
-    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n  MLES_API_KEY     bearer key of the HTTP API (as --api-key, which wins)\n\nSignals: SIGUSR1 logs a metrics snapshot (with --workers, of them all), SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers: N new ones, then the old ones go.')
+    .addHelpText('after', '\nEnvironment:\n  MLES_KEY         shared key for SipHash authentication (and v1 shared-key mode)\n  MLES_ADDR_KEY    v1 address mode: extra string hashed after the client address\n  MLES_LOG_LEVEL   log level: fatal, error, warn, info (default), debug, trace\n  MLES_API_KEY     bearer key of the HTTP API (as --api-key, which wins)\n  MLES_ACME_TUNING ACME timings as JSON (tests, private CAs), e.g. {"renewBeforeDays":60}\n\nSignals: SIGUSR1 logs a metrics snapshot (with --workers, of them all), SIGHUP reloads --tls-cert/--tls-key, SIGTERM/SIGINT shut down gracefully, SIGUSR2 (with --workers) replaces the workers: N new ones, then the old ones go.')
 }
 
 interface ParsedFlags {
@@ -367,6 +367,28 @@ function apiKey (flag: string | undefined, env: Record<string, string | undefine
   return key
 }
 
+/**
+ * `MLES_ACME_TUNING`: ACME timings as JSON, for tests and private CAs (say
+ * `{"renewBeforeDays": 60}`); every field optional, a positive integer.
+ */
+function acmeTuning (value: string | undefined): AcmeTuning {
+  if (value === undefined || value === '') return { ...DEFAULT_ACME_TUNING }
+  let given: unknown
+  try {
+    given = JSON.parse(value)
+  } catch {
+    throw new ConfigError('MLES_ACME_TUNING must be a JSON object, e.g. {"renewBeforeDays":60}')
+  }
+  if (typeof given !== 'object' || given === null || Array.isArray(given)) throw new ConfigError('MLES_ACME_TUNING must be a JSON object, e.g. {"renewBeforeDays":60}')
+  const tuning: AcmeTuning = { ...DEFAULT_ACME_TUNING }
+  for (const [name, setting] of Object.entries(given)) {
+    if (!(name in DEFAULT_ACME_TUNING)) throw new ConfigError(`MLES_ACME_TUNING: ${name} is not a setting; known: ${Object.keys(DEFAULT_ACME_TUNING).join(', ')}`)
+    if (typeof setting !== 'number' || !Number.isInteger(setting) || setting < 1 || setting > 2_147_483_647) throw new ConfigError(`MLES_ACME_TUNING: ${name} must be a positive integer`)
+    tuning[name as keyof AcmeTuning] = setting
+  }
+  return tuning
+}
+
 /** Turns parsed flags and the environment into a checked configuration. */
 export function configFromFlags (flags: ParsedFlags, env: Record<string, string | undefined>): ServerConfig {
   if (flags.domains === undefined || flags.domains.length === 0) throw new ConfigError('--domains is required (e.g. --domains example.com)')
@@ -404,7 +426,6 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
   if (flags.historyDir !== undefined && redis !== undefined) throw new ConfigError(`--history-dir cannot be combined with ${redisFlag}: in a cluster the history lives in Redis`)
   if (flags.workers > 1) {
     if (redis === undefined) throw new ConfigError(`--workers ${flags.workers} needs --redis URL (or --redis-cluster, --redis-sentinel): the workers share channels, history and uids through Redis`)
-    if (tls === 'acme') throw new ConfigError('--workers cannot get certificates through ACME (each worker would order its own); use --tls-cert/--tls-key, or --no-tls behind a TLS-terminating proxy')
   }
 
   const logLevel = env.MLES_LOG_LEVEL ?? 'info'
@@ -452,7 +473,7 @@ export function configFromFlags (flags: ParsedFlags, env: Record<string, string 
     v1WebSocketPath: flags.v1WsPath,
     workers: flags.workers,
     allowedOrigins: flags.allowedOrigin,
-    acme: { ...DEFAULT_ACME_TUNING }
+    acme: acmeTuning(env.MLES_ACME_TUNING)
   }
 }
 

@@ -32,11 +32,13 @@ export interface MetricsSource {
   readonly contentType: string
 }
 
+/** A worker's registry, given to the primary when it asks (`sharedMetrics`). */
+let shared: Registry | null = null
+
 /**
- * In a worker of `mles --workers N`: `registry` answers the primary's
- * requests for metrics (prom-client's cluster support), with one more series
- * of this worker's connections labelled by worker; the worker serves no
- * metrics listener of its own.
+ * In a worker of `mles --workers N`: `registry` is what the worker gives the
+ * primary for `/metrics` (the worker serves no metrics listener of its own),
+ * with one more series of this worker's connections, labelled by worker.
  */
 export function shareWithPrimary (registry: Registry, worker: string, connections: () => number): void {
   // eslint-disable-next-line no-new
@@ -47,20 +49,27 @@ export function shareWithPrimary (registry: Registry, worker: string, connection
     registers: [registry],
     collect () { this.set({ worker }, connections()) }
   })
-  AggregatorRegistry.setRegistries(registry)
-  // Constructing one is what makes prom-client answer the primary's requests in a worker.
-  // eslint-disable-next-line no-new
-  new AggregatorRegistry()
+  shared = registry
+}
+
+/** The shared registry as JSON (what prom-client's cluster support sends its primary); empty before the server is up. */
+export async function sharedMetrics (): Promise<unknown[]> {
+  return shared === null ? [] : await shared.getMetricsAsJSON()
 }
 
 /**
  * The primary of `mles --workers N`: `GET /metrics` answers with the metrics
- * of every worker together — each Mles counter and gauge summed, the
- * per-worker series side by side — through prom-client's AggregatorRegistry.
+ * of every worker that listens, aggregated by prom-client's cluster
+ * aggregation (`AggregatorRegistry.aggregate`: each Mles counter and gauge
+ * summed, the per-worker series side by side). prom-client's own
+ * `clusterMetrics()` asks every forked worker, and one still starting never
+ * answers: a scrape during a restart would time out.
  */
-export function workersRegistry (): MetricsSource {
-  const aggregator = new AggregatorRegistry()
-  return { metrics: async () => await aggregator.clusterMetrics(), contentType: aggregator.contentType }
+export function workersRegistry (collect: () => Promise<unknown[][]>): MetricsSource {
+  return {
+    metrics: async () => await AggregatorRegistry.aggregate(await collect() as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics(),
+    contentType: new Registry().contentType
+  }
 }
 
 /** Serves `GET /metrics` from `registry` on its own listener, apart from the public port. */

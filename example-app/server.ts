@@ -10,11 +10,14 @@ import { requirePackage } from '../src/optional.js'
 import type { AcmeCertificates } from './acme.js'
 import { DebugAccessLog } from './access-log.js'
 import { FileCertificates, type CertificateSource, type CertificateStatus } from './certificates.js'
+import type { PrimaryCertificates } from './primary-certificates.js'
 import { DEFAULT_ACME_TUNING, LETS_ENCRYPT_PRODUCTION, type AcmeTuning, type ServerConfig } from './config.js'
 import { metricsLine } from './metrics.js'
 import { standaloneOrigins } from './origins.js'
+import { describeListenError, listen } from './listen.js'
+import { startPlainHttp } from './plain-http.js'
 import { closeSpareConnectionsOnClose } from './spare-connections.js'
-import { ENCODINGS, hostDomain, registerWebRoot, type WebRootStats } from './webroot.js'
+import { ENCODINGS, registerWebRoot, type WebRootStats } from './webroot.js'
 
 export type { ServerConfig, AcmeTuning, TlsMode } from './config.js'
 export type { CertificateStatus } from './certificates.js'
@@ -56,6 +59,11 @@ export interface ServerHandle {
 export interface StartOptions {
   /** A logger to use instead of one made from `logLevel`. */
   logger?: FastifyBaseLogger
+  /**
+   * Under `mles --workers N` with ACME: the certificates the primary orders
+   * and hands over (it also answers http-01 and redirects on `httpPort`).
+   */
+  certificates?: PrimaryCertificates
   /**
    * This server is worker `worker` of `mles --workers N`: with `metricsListen`,
    * its metrics go to the primary, which serves them summed over the workers,
@@ -120,28 +128,6 @@ function serveClientBundle (app: FastifyInstance): void {
   }
 }
 
-const LISTEN_BACKLOG = 4096
-
-/** Listens on `host`; `::` (every address) falls back to IPv4-only where IPv6 is off. */
-async function listen (app: FastifyInstance, host: string, port: number, backlog = LISTEN_BACKLOG): Promise<AddressInfo> {
-  try {
-    await app.listen({ host, port, backlog })
-  } catch (error) {
-    if (host !== '::' || (error as NodeJS.ErrnoException).code !== 'EAFNOSUPPORT') throw error
-    app.log.warn('mles: IPv6 unavailable; listening on IPv4 only')
-    await app.listen({ host: '0.0.0.0', port, backlog })
-  }
-  return app.server.address() as AddressInfo
-}
-
-function describeListenError (error: unknown, what: string, host: string, port: number): Error {
-  const code = (error as NodeJS.ErrnoException).code
-  const where = `${host.includes(':') ? `[${host}]` : host}:${port}`
-  if (code === 'EACCES') return new Error(`cannot listen on ${where} for ${what}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE; see the README)`)
-  if (code === 'EADDRINUSE') return new Error(`cannot listen on ${where} for ${what}: the address is already in use`)
-  return new Error(`cannot listen on ${where} for ${what}: ${(error as Error).message}`)
-}
-
 /**
  * Starts the standalone Mles server: the Mles endpoint at `/`, `wwwroot/<domain>/`
  * for each configured Host, TLS from ACME or files, the plain HTTP listener for
@@ -150,7 +136,7 @@ function describeListenError (error: unknown, what: string, host: string, port: 
 export async function startServer (input: ServerConfigInput, options: StartOptions = {}): Promise<ServerHandle> {
   const config = completeConfig(input)
   // Optional parts load before anything listens, so a missing package fails the start cleanly.
-  const acme = config.tls === 'acme' ? await import('./acme.js') : null
+  const acme = config.tls === 'acme' && options.certificates === undefined ? await import('./acme.js') : null
   let prometheus: typeof import('./prometheus.js') | null = null
   if (config.metricsListen !== undefined) {
     await requirePackage('prom-client', 'metricsListen (--metrics-listen)')
@@ -167,6 +153,8 @@ export async function startServer (input: ServerConfigInput, options: StartOptio
     await files.load()
     certificates = files
   }
+
+  if (options.certificates !== undefined) certificates = options.certificates
 
   let https: HttpsOptions | undefined
   if (config.tls !== 'none') {
@@ -199,6 +187,7 @@ export async function startServer (input: ServerConfigInput, options: StartOptio
     const pem = certificates?.defaultCertificate()
     if (pem !== undefined) (app.server as unknown as HttpsServer).setSecureContext(pem)
   }
+  if (options.certificates !== undefined) options.certificates.onInstalled = setDefaultCertificate
 
   // @fastify/compress attaches to routes added after it; the web root's cache hook is app-wide, so it runs first.
   await app.register(fastifyCompress, { encodings: ENCODINGS as Array<'br' | 'gzip'> })
@@ -236,31 +225,15 @@ export async function startServer (input: ServerConfigInput, options: StartOptio
     throw describeListenError(error, config.tls === 'none' ? 'HTTP' : 'HTTPS', config.host, config.port)
   }
 
-  // The plain HTTP listener: ACME http-01 challenges and, with `redirect`, 301 to https.
+  // The plain HTTP listener: ACME http-01 challenges and, with `redirect`, 301 to https (under `mles --workers`, the primary's).
   let httpApp: FastifyInstance | undefined
   let httpAddress: AddressInfo | undefined
-  if (config.tls === 'acme' || config.redirect) {
-    httpApp = Fastify({ loggerInstance: app.log, ...(config.accessLog ? {} : { logController: new DebugAccessLog() }), return503OnClosing: true }) as unknown as FastifyInstance
-    closeSpareConnectionsOnClose(httpApp)
-    const domains = new Set(config.domains)
-    httpApp.get('/.well-known/acme-challenge/:token', async (request, reply) => {
-      const answer = acmeCertificates?.challengeResponse((request.params as { token: string }).token)
-      if (answer === undefined) return await reply.code(404).send({ statusCode: 404, error: 'Not Found', message: 'no such challenge' })
-      return await reply.type('application/octet-stream').send(answer)
-    })
-    httpApp.get('/*', async (request, reply) => {
-      const domain = hostDomain(request.headers.host)
-      if (!config.redirect || domain === null || !domains.has(domain)) {
-        return await reply.code(404).send({ statusCode: 404, error: 'Not Found', message: config.redirect ? 'unknown host' : 'use https' })
-      }
-      const port = address.port === 443 ? '' : `:${address.port}`
-      return await reply.redirect(`https://${domain}${port}${request.url}`, 301)
-    })
+  if ((config.tls === 'acme' || config.redirect) && options.certificates === undefined) {
     try {
-      httpAddress = await listen(httpApp, config.host, config.httpPort)
+      ({ app: httpApp, address: httpAddress } = await startPlainHttp(config, { loggerInstance: app.log }, (token) => acmeCertificates?.challengeResponse(token), () => address.port))
     } catch (error) {
-      await Promise.all([app.close(), httpApp.close()])
-      throw describeListenError(error, config.redirect ? 'the redirect and ACME http-01' : 'ACME http-01', config.host, config.httpPort)
+      await app.close()
+      throw error
     }
   }
 

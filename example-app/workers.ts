@@ -18,9 +18,13 @@ export type WorkerMessage =
   | { mles: 'listening', url: string }
   | { mles: 'failed', error: string }
   | { mles: 'metrics', request: number, metrics: Record<string, number> }
+  | { mles: 'prometheus', request: number, metrics: unknown[] }
 
-/** The primary asks each worker for its metrics (the log line of the whole server). */
-export interface MetricsRequest { mles: 'metrics?', request: number }
+/**
+ * The primary asks each worker for its metrics: its snapshot (the log line of
+ * the whole server), or its Prometheus registry as JSON (`/metrics`).
+ */
+export interface MetricsRequest { mles: 'metrics?' | 'prometheus?', request: number }
 
 /** How long the primary waits for the workers' metrics. */
 const METRICS_WAIT_MS = 2000
@@ -41,13 +45,26 @@ function isWorkerMessage (message: unknown): message is WorkerMessage {
  */
 export class WorkerPool {
   private readonly workers = new Set<Worker>()
+  /** Workers that listen: those asked for metrics. */
+  private readonly ready = new Set<Worker>()
   private stopping = false
   private replacing: Promise<void> | null = null
   /** Workers being replaced or stopped on purpose: their exit is not a crash. */
   private readonly retiring = new WeakSet<Worker>()
 
+  /** Told of every message a worker sends (the certificates a worker asks for under ACME). */
+  onMessage: ((worker: Worker, message: unknown) => void) | null = null
+
   constructor (private readonly options: WorkerPoolOptions) {
     cluster.on('exit', (worker, code, signal) => { this.exited(worker, code, signal) })
+    cluster.on('message', (worker, message) => { this.onMessage?.(worker, message) })
+  }
+
+  /** Sends `message` to every worker connected. */
+  broadcast (message: object): void {
+    for (const worker of this.workers) {
+      if (worker.isConnected()) worker.send(message)
+    }
   }
 
   get size (): number {
@@ -71,10 +88,14 @@ export class WorkerPool {
         reject(new Error(`worker ${worker.process.pid ?? '?'} did not start within ${this.options.startTimeoutMs} ms`))
       }, this.options.startTimeoutMs)
       const onMessage = (message: unknown): void => {
-        if (!isWorkerMessage(message) || message.mles === 'metrics') return
+        if (!isWorkerMessage(message) || (message.mles !== 'listening' && message.mles !== 'failed')) return
         cleanup()
-        if (message.mles === 'listening') resolve(message.url)
-        else reject(new Error(message.error))
+        if (message.mles === 'listening') {
+          this.ready.add(worker)
+          resolve(message.url)
+        } else {
+          reject(new Error(message.error))
+        }
       }
       const onExit = (code: number | null): void => {
         cleanup()
@@ -135,19 +156,29 @@ export class WorkerPool {
 
   private metricsRequests = 0
 
-  /**
-   * The metrics of every worker that answers within a moment, for the log
-   * line of the whole server (SIGUSR1, `--metrics-interval`).
-   */
+  /** The snapshot of every worker that answers within a moment, for the log line of the whole server (SIGUSR1, `--metrics-interval`). */
   async collectMetrics (): Promise<Array<Record<string, number>>> {
+    return await this.ask<Record<string, number>>('metrics')
+  }
+
+  /** The Prometheus registry, as JSON, of every worker that answers within a moment (`/metrics` on the primary). */
+  async collectPrometheus (): Promise<unknown[][]> {
+    return await this.ask<unknown[]>('prometheus')
+  }
+
+  /**
+   * Asks every worker that listens (a worker still starting would not
+   * answer) and gathers the answers that come within `METRICS_WAIT_MS`.
+   */
+  private async ask<T> (kind: 'metrics' | 'prometheus'): Promise<T[]> {
     const request = ++this.metricsRequests
-    const workers = [...this.workers].filter((worker) => worker.isConnected())
-    const answers = await Promise.all(workers.map(async (worker) => await new Promise<Record<string, number> | null>((resolve) => {
+    const workers = [...this.ready].filter((worker) => worker.isConnected())
+    const answers = await Promise.all(workers.map(async (worker) => await new Promise<T | null>((resolve) => {
       const timer = setTimeout(() => { done(null) }, METRICS_WAIT_MS)
       const onMessage = (message: unknown): void => {
-        if (isWorkerMessage(message) && message.mles === 'metrics' && message.request === request) done(message.metrics)
+        if (isWorkerMessage(message) && message.mles === kind && message.request === request) done(message.metrics as T)
       }
-      const done = (metrics: Record<string, number> | null): void => {
+      const done = (metrics: T | null): void => {
         clearTimeout(timer)
         worker.off('message', onMessage)
         worker.off('exit', onExit)
@@ -156,9 +187,9 @@ export class WorkerPool {
       const onExit = (): void => { done(null) }
       worker.on('message', onMessage)
       worker.on('exit', onExit)
-      worker.send({ mles: 'metrics?', request } satisfies MetricsRequest)
+      worker.send({ mles: `${kind}?`, request } satisfies MetricsRequest)
     })))
-    return answers.filter((metrics): metrics is Record<string, number> => metrics !== null)
+    return answers.filter((answer): answer is Awaited<T> => answer !== null) as T[]
   }
 
   /** Sends a signal to every worker (SIGHUP certificates). */
@@ -174,6 +205,7 @@ export class WorkerPool {
 
   private exited (worker: Worker, code: number | null, signal: string | null): void {
     this.workers.delete(worker)
+    this.ready.delete(worker)
     if (this.stopping || this.retiring.has(worker)) return
     this.options.complain(`mles: worker ${worker.process.pid ?? '?'} died (${signal ?? `code ${code ?? 'null'}`}); starting another in ${RESPAWN_DELAY_MS} ms`)
     setTimeout(() => {

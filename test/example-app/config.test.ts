@@ -94,6 +94,14 @@ test('--workers auto: one worker per core the process may use', async () => {
   assert.equal(config(['-d', 'a.test', '-w', www, '--no-tls', '--workers', '3', '--redis', 'redis://r:6379']).workers, 3)
 })
 
+test('MLES_ACME_TUNING sets ACME timings; a bad one is one line', () => {
+  assert.equal(config(['-d', 'a.test', '-w', www], { MLES_ACME_TUNING: '{"renewBeforeDays":60,"checkIntervalMs":1000}' }).acme.renewBeforeDays, 60)
+  assert.equal(config(['-d', 'a.test', '-w', www]).acme.renewBeforeDays, 30)
+  assert.match(failure(['-d', 'a.test', '-w', www], { MLES_ACME_TUNING: 'x' }), /MLES_ACME_TUNING must be a JSON object/)
+  assert.match(failure(['-d', 'a.test', '-w', www], { MLES_ACME_TUNING: '{"renewSoon":1}' }), /MLES_ACME_TUNING: renewSoon is not a setting; known: renewBeforeDays/)
+  assert.match(failure(['-d', 'a.test', '-w', www], { MLES_ACME_TUNING: '{"renewBeforeDays":0}' }), /renewBeforeDays must be a positive integer/)
+})
+
 test('MLES_KEY and MLES_LOG_LEVEL come from the environment', () => {
   const c = config(['-d', 'a.test', '-w', www], { MLES_KEY: 'sekrit', MLES_LOG_LEVEL: 'debug' })
   assert.equal(c.key, 'sekrit')

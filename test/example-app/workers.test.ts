@@ -23,10 +23,9 @@ async function nodesInRedis (): Promise<number> {
   return new Set([...list.matchAll(/name=mles:([0-9a-f-]+)/g)].map((match) => match[1])).size
 }
 
-test('--workers: more than one needs --redis, and cannot use ACME', async () => {
+test('--workers: more than one needs --redis', async () => {
   for (const [args, message] of [
     [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '2'], /--workers 2 needs --redis URL/],
-    [['-d', 'localhost', '-w', www, '--workers', '2', '--redis', 'redis://127.0.0.1:1'], /--workers cannot get certificates through ACME/],
     [['-d', 'localhost', '-w', www, '--no-tls', '--workers', '0'], /--workers.*from 1 to 256, or auto/],
     [['-d', 'localhost', '-w', www, '--no-tls', '--workers', 'many'], /--workers.*from 1 to 256, or auto/],
     [['-d', 'localhost', '-w', www, '--no-tls', '--redis', 'http://x'], /--redis.*redis:\/\/ or rediss:\/\/ URL/],
