@@ -7,7 +7,7 @@ import { closeSync, mkdtempSync, openSync, readFileSync, statSync, writeFileSync
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { joinStorm } from './lib/join-storm.js'
-import { serverNodeArgs } from './lib/peers.js'
+import { mlesCommand } from './lib/peers.js'
 import { sleep, stopChild } from './lib/proc.js'
 import type { Job } from './generator.js'
 
@@ -35,11 +35,9 @@ interface Setup {
 }
 
 async function startLogged (setup: Setup, variant: AccessLogVariant, logFile: string): Promise<{ child: ChildProcess, port: number }> {
-  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
   const cli = join(setup.projectRoot, 'dist', 'example-app', 'cli.js')
   const log = openSync(logFile, 'w')
-  const command = [...setup.serverPin, process.execPath, ...serverNodeArgs(), cli, '--no-tls', '--host', '127.0.0.1', '--port', '0', '-d', 'localhost', '-w', wwwroot,
-    '--messages-per-second', '0', '--per-ip-limit', '0', '--per-ip-channel-limit', '0', '--metrics-interval', '0', ...(variant === 'access-log' ? ['--access-log'] : [])]
+  const command = mlesCommand(cli, ['--no-tls', '--port', '0', ...(variant === 'access-log' ? ['--access-log'] : [])], setup.serverPin)
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', log, 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'info' } })
   closeSync(log)
   const deadline = Date.now() + 15_000

@@ -112,15 +112,24 @@ export function serverNodeArgs (): string[] {
 }
 
 /**
+ * The command line of `mles` as the bench runs it: on loopback with its own
+ * temporary web root, rate and per-IP limits off, `args` for the rest,
+ * prefixed by `pin` (taskset).
+ */
+export function mlesCommand (cli: string, args: string[], pin: string[] = []): string[] {
+  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
+  return [...pin, process.execPath, ...serverNodeArgs(), cli, '--host', '127.0.0.1', '-d', 'localhost', '-w', wwwroot,
+    '--messages-per-second', '0', '--per-ip-limit', '0', '--per-ip-channel-limit', '0', '--metrics-interval', '0', ...args]
+}
+
+/**
  * The `mles` command on loopback as the bench runs it: its own temporary web
  * root, rate and per-IP limits off, `args` for the rest; prefixed by `pin`
  * (taskset) when given. Resolves with the port once it serves (`port` 0
  * takes a free one).
  */
 export async function startMlesProcess (cli: string, args: string[], { pin = [], port = 0 }: { pin?: string[], port?: number } = {}): Promise<{ child: ChildProcess, port: number }> {
-  const wwwroot = mkdtempSync(join(tmpdir(), 'mles-bench-www-'))
-  const command = [...pin, process.execPath, ...serverNodeArgs(), cli, '--host', '127.0.0.1', '--port', String(port), '-d', 'localhost', '-w', wwwroot,
-    '--messages-per-second', '0', '--per-ip-limit', '0', '--per-ip-channel-limit', '0', '--metrics-interval', '0', ...args]
+  const command = mlesCommand(cli, ['--port', String(port), ...args], pin)
   const child = spawn(command[0], command.slice(1), { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, MLES_LOG_LEVEL: 'warn' } })
   const served = await new Promise<number>((resolve, reject) => {
     let output = ''

@@ -485,11 +485,7 @@ export class Hub<M extends HubMember> implements HistoryReclaimer {
     // In cluster mode a channel goes as soon as nobody here uses it (its history stays in Redis).
     if (this.replication !== null) return
     for (const channel of this.channels.values()) {
-      if (channel.isUnused() && now - channel.lastActivity >= this.limits.channelIdleMs) {
-        this.channels.delete(channel.name)
-        channel.history.trimTo(0)
-        if (this.store !== null) this.store.forget(channel.name)
-      }
+      if (channel.isUnused() && now - channel.lastActivity >= this.limits.channelIdleMs) this.forgetHistory(channel)
     }
   }
 

@@ -3,6 +3,7 @@ import { Writable } from 'node:stream'
 export interface LogLine {
   level: number
   msg: string
+  err?: { message: string }
   [field: string]: unknown
 }
 

@@ -1,9 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance } from 'fastify'
 import mles, { computeAuth, type MlesAuthorize, type MlesJoinRequest, type MlesOptions } from '../../src/index.js'
 import { sleep, startMles, waitFor, waitForMembers } from '../helpers/server.js'
+import { capturedLog } from '../helpers/log.js'
 import { TestClient } from '../helpers/client.js'
 
 declare module 'fastify' {
@@ -19,18 +19,6 @@ function login (app: FastifyInstance): void {
     const token = new URL(request.url, 'http://x').searchParams.get('token')
     request.user = token === null ? null : token.replace(/^secret-/, '')
   })
-}
-
-/** A log that tests can read: one parsed JSON line per entry. */
-function capturedLog (): { lines: Array<{ level: number, msg: string, err?: { message: string } }>, stream: Writable } {
-  const lines: Array<{ level: number, msg: string, err?: { message: string } }> = []
-  const stream = new Writable({
-    write (chunk: Buffer, _encoding, callback) {
-      for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line))
-      callback()
-    }
-  })
-  return { lines, stream }
 }
 
 async function start (authorize: MlesAuthorize, options: MlesOptions = {}): Promise<Awaited<ReturnType<typeof startMles>> & { log: ReturnType<typeof capturedLog>['lines'] }> {

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Writable } from 'node:stream'
+import { capturedLog } from '../helpers/log.js'
 import type { MlesMemberEvent } from '../../src/index.js'
 import { sleep, startMles, waitFor, waitForMembers } from '../helpers/server.js'
 import { TestClient } from '../helpers/client.js'
@@ -60,8 +60,7 @@ test('the join event comes after the history replay; a slow consumer dropped by 
 })
 
 test('a throwing or rejecting listener is logged and changes nothing; off() and the returned function remove listeners', async () => {
-  const lines: Array<{ level: number, msg: string }> = []
-  const stream = new Writable({ write (chunk: Buffer, _encoding, callback) { for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line)); callback() } })
+  const { lines, stream } = capturedLog()
   const { app, url } = await startMles({}, undefined, { logger: { level: 'error', stream } })
   const calls: string[] = []
   app.mles.on('join', () => { throw new Error('listener bug') })
